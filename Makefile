@@ -1,0 +1,31 @@
+# Quick start: `make demo` (main job on the builtin default) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+demo: $(STAMP)
+	$(BIN)/vitlens demo --out out/demo
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/explainers.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,225 @@
+"""The ``vitlens`` command line: ``explain``, ``list`` (and more as the project grows).
+
+A :class:`~vitlens.errors.VitlensError` prints one line ``vitlens: error: ...`` and exits with status 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, VitlensError
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def parse_value(text: str) -> Any:
+    """'0.9' -> 0.9, '3' -> 3, 'true' -> True, 'none' -> None, anything else stays a string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
+    """``NAME[:key=value[:key=value...]]`` -> (name, params), e.g. ``rollout:head_fusion=max:discard_ratio=0.9``."""
+    name, *parts = spec.strip().split(":")
+    params: dict[str, Any] = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise InputError(f"method parameter {part!r} in {spec!r} is not key=value")
+        params[key.strip()] = parse_value(value.strip())
+    if not name:
+        raise InputError(f"empty method name in {spec!r}")
+    return name, params
+
+
+def method_label(name: str, params: dict[str, Any]) -> str:
+    """File-name-safe label: ``rollout`` or ``rollout_head_fusion-max_discard_ratio-0.9``."""
+    if not params:
+        return name
+    return name + "_" + "_".join(f"{k}-{v}" for k, v in sorted(params.items()))
+
+
+def resolve_target_arg(text: str | None, model) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    names = model.class_names or []
+    if text in names:
+        return names.index(text)
+    raise InputError(f"--target {text!r} is neither a class index nor one of the model's class names")
+
+
+# ------------------------------------------------------------------------------------------ commands
+def cmd_list(args: argparse.Namespace) -> int:
+    from .explainers import explainer_info, list_explainers
+
+    for name in list_explainers():
+        info = explainer_info(name)
+        kind = "class-specific" if info["class_specific"] else "class-agnostic"
+        needs = "attention" if info["needs_attention"] else "any model"
+        print(f"{name:20s} {kind:15s} {needs:10s} {info['citation']}")
+        if args.verbose:
+            print(f"{'':20s} params: {', '.join(info['params']) or '-'}; {info['summary']}")
+    return 0
+
+
+def explain_files(
+    images: Sequence[str | Path],
+    model_spec: str,
+    methods: Sequence[str],
+    out: str | Path,
+    *,
+    checkpoint: str | None = None,
+    target: str | None = None,
+    batch_size: int = 8,
+    alpha: float = 0.5,
+    model=None,
+) -> list[dict[str, Any]]:
+    """Explain image files with several methods; write overlays, grids, raw maps and a summary JSON."""
+    import numpy as np
+    import torch
+
+    from .data.images import load_batch
+    from .explainers import get_explainer
+    from .maps import upsample
+    from .models import load_model
+    from .report.overlay import overlay, save_grid
+
+    if not images:
+        raise InputError("no images given")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    model = model or load_model(model_spec, checkpoint=checkpoint)
+    parsed = [parse_method(m) for m in methods]
+    explainers = [(method_label(n, p), get_explainer(n, model, **p)) for n, p in parsed]
+    tgt = resolve_target_arg(target, model)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stems: dict[str, int] = {}
+    records: list[dict[str, Any]] = []
+    paths = [Path(p) for p in images]
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        x, prepared = load_batch(chunk, model.preprocessing)
+        results = {label: e.explain(x, tgt) for label, e in explainers}
+        first = next(iter(results.values()))
+        probs = torch.softmax(first.logits.float(), dim=-1).cpu()
+        for i, (path, prep) in enumerate(zip(chunk, prepared, strict=True)):
+            stem = path.stem
+            stems[stem] = stems.get(stem, 0) + 1
+            if stems[stem] > 1:
+                stem = f"{stem}_{stems[stem]}"
+            img_dir = out / stem
+            img_dir.mkdir(parents=True, exist_ok=True)
+            pred = int(probs[i].argmax())
+            panels = {}
+            for label, res in results.items():
+                raw = res.maps[i].cpu()
+                np.save(img_dir / f"{label}.npy", raw.numpy())
+                heat = upsample(raw[None], prep.display.shape[:2])[0].numpy()
+                ov = overlay(prep.display, heat, alpha=alpha)
+                from PIL import Image
+
+                Image.fromarray(ov).save(img_dir / f"{label}.png")
+                cls_specific = dict(explainers)[label].class_specific
+                key = f"{label}\n(target {model.class_name(int(res.target[i]))})" if cls_specific else label
+                panels[key] = ov
+            title = f"{path.name}: predicted {model.class_name(pred)} (p={float(probs[i, pred]):.3f})"
+            save_grid(img_dir / "grid.png", prep.display, panels, title)
+            records.append(
+                {
+                    "image": str(path),
+                    "dir": str(img_dir),
+                    "predicted": pred,
+                    "predicted_name": model.class_name(pred),
+                    "probability": float(probs[i, pred]),
+                    "targets": {label: int(res.target[i]) for label, res in results.items()},
+                    "methods": {label: e.params() | {"name": e.name} for label, e in explainers},
+                }
+            )
+    (out / "summary.json").write_text(json.dumps({"model": model.name, "images": records}, indent=2))
+    return records
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    methods = [m for group in args.method for m in group.split(",") if m.strip()]
+    records = explain_files(
+        args.images,
+        args.model,
+        methods,
+        args.out,
+        checkpoint=args.checkpoint,
+        target=args.target,
+        batch_size=args.batch_size,
+    )
+    for r in records:
+        print(f"{r['image']}: {r['predicted_name']} (p={r['probability']:.3f}) -> {r['dir']}")
+    print(f"wrote {len(records)} image(s) x {len(methods)} method(s) to {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    from .explainers import list_explainers
+
+    p = argparse.ArgumentParser(prog="vitlens", description="Explain Vision Transformer decisions and measure them.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser(
+        "explain",
+        help="write heatmap overlays, a grid and raw maps for image files",
+        description="Methods: " + ", ".join(list_explainers()) + ". Parameters: NAME:key=value[:key=value].",
+    )
+    e.add_argument("images", nargs="+", help="image files (PNG, JPEG; grayscale, 16-bit and RGBA are converted)")
+    e.add_argument("--model", required=True, help="timm:NAME | hf:PATH | torchvision:NAME | builtin:NAME | DIR")
+    e.add_argument("--checkpoint", help="weights file (.safetensors or torch state dict)")
+    e.add_argument(
+        "--method",
+        action="append",
+        required=True,
+        help="explainer name(s), comma-separated or repeated, e.g. rollout:head_fusion=max,gradcam",
+    )
+    e.add_argument("--target", help="class index or name to explain (default: the predicted class)")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--out", required=True, help="output directory")
+    e.set_defaults(func=cmd_explain)
+
+    ls = sub.add_parser("list", help="list the registered explainers with their citation")
+    ls.add_argument("-v", "--verbose", action="store_true", help="also show parameters")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except VitlensError as e:
+        if debug:
+            raise
+        print(f"vitlens: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The one exception family vitlens raises for bad input.
+
+Every message names what was wrong (file, parameter, value) and what would be valid, so that the CLI can
+print it as one line and a user can act on it without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class VitlensError(Exception):
+    """Base class of every error vitlens raises on purpose."""
+
+
+class ModelError(VitlensError):
+    """A model spec, checkpoint or architecture vitlens cannot use for the request."""
+
+
+class ExplainerError(VitlensError):
+    """An unknown explainer, a bad parameter, or a method that does not apply to the model."""
+
+
+class InputError(VitlensError):
+    """Images, targets or files that are malformed, unreadable or out of range."""
+
+
+class DataError(VitlensError):
+    """A data set, generator or layout problem."""

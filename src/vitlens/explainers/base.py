@@ -1,0 +1,97 @@
+"""The explainer contract (see DESIGN.md) and the machinery every explainer shares.
+
+``explainer(images, target=None) -> maps``: ``images`` is a float ``[B, C, H, W]`` batch already normalised
+for the model; ``target`` is None (predicted class), an int, or a LongTensor[B]; ``maps`` is float32
+``[B, h, w]`` on the patch grid (pixel grid for gradient/perturbation methods), finite, and >= 0 unless the
+method is signed. Class-specific gradients are taken of the target logit ``y_c`` (pre-softmax), as in
+Chefer et al. and vit-explain. Maps are returned unnormalised.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import ExplainerError
+from ..models import Model, load_model
+
+Target = int | torch.Tensor | Sequence[int] | None
+
+
+@dataclass
+class Explanation:
+    """Maps with the logits and targets of the same forward pass (saves the caller a second forward)."""
+
+    maps: torch.Tensor  # float32 [B, h, w]
+    logits: torch.Tensor  # [B, num_classes], detached
+    target: torch.Tensor  # LongTensor [B]: the class each map explains
+
+
+class Explainer:
+    """Base class. Subclasses set the class attributes and implement :meth:`_explain`."""
+
+    name: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    class_specific: ClassVar[bool] = False
+    signed: ClassVar[bool] = False
+    needs_attention: ClassVar[bool] = False
+    resolution: ClassVar[str] = "patch"  # "patch" (token/feature grid) or "pixel"
+
+    def __init__(self, model: Model | Any) -> None:
+        self.model = model if isinstance(model, Model) else load_model(model)
+        if self.needs_attention:
+            self.model.require_attention(f"explainer {self.name!r}")
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({params})" if params else f"{type(self).__name__}()"
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p not in ("self", "model")]
+
+    def params(self) -> dict[str, Any]:
+        return {p: getattr(self, p) for p in self.param_names()}
+
+    def __call__(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
+        return self.explain(images, target).maps
+
+    def explain(self, images: torch.Tensor, target: Target = None) -> Explanation:
+        x = self.model.check_images(images)
+        if target is not None:  # fail before the (expensive) forward
+            self.model.resolve_target(x.new_zeros(x.shape[0], 1), target)
+        out = self._explain(x, target)
+        maps = out.maps.detach().float()
+        if not torch.isfinite(maps).all():
+            raise ExplainerError(f"explainer {self.name!r} produced non-finite values (model {self.model.name!r})")
+        return Explanation(maps=maps, logits=out.logits.detach(), target=out.target)
+
+    def _explain(self, x: torch.Tensor, target: Target) -> Explanation:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _target_score(self, logits: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum over the batch of the target logits, targets). Images are independent in eval mode, so
+        one backward of the sum gives each image's own gradient."""
+        t = self.model.resolve_target(logits, target)
+        return logits.gather(1, t[:, None]).sum(), t
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise ExplainerError(f"{name}={value!r} is not valid; choose one of {list(choices)}")
+
+
+def check_range(name: str, value: Any, lo: float, hi: float, *, hi_open: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ExplainerError(f"{name} must be a number, got {value!r}") from None
+    if not (lo <= v < hi if hi_open else lo <= v <= hi):
+        raise ExplainerError(f"{name}={value!r} is out of range [{lo}, {hi}{')' if hi_open else ']'}")
+    return v

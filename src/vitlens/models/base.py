@@ -1,0 +1,323 @@
+"""The model adapter: the one place in vitlens that knows architectures.
+
+`Model` wraps an ``nn.Module`` and answers what explainers need to know without touching model internals:
+logits, prefix tokens (CLS, distillation, registers), the patch grid, the readout (which tokens the
+classifier reads), attention recording and feature recording for Grad-CAM. Subclasses in this package
+implement the family-specific parts (timm ViT / Swin / CNN, Hugging Face ViT / DeiT, torchvision CNN).
+
+Every recording context leaves the module exactly as it found it: training mode, fused-attention flags,
+requires_grad of parameters and its hook dictionaries are restored, also when the forward raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..errors import ExplainerError, InputError, ModelError
+
+Family = Literal["vit", "swin", "cnn"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw images become model input: resize shorter side to ``input_size / crop_pct``, centre-crop
+    ``input_size``, scale to [0, 1], normalise with ``mean``/``std`` (the timm convention)."""
+
+    input_size: tuple[int, int]  # (H, W)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    interpolation: str = "bicubic"
+    crop_pct: float = 1.0
+    in_chans: int = 3
+
+    def to_dict(self) -> dict:
+        return {
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+            "in_chans": self.in_chans,
+        }
+
+
+@dataclass
+class AttentionRecording:
+    """Attention probabilities ``[B, heads, N, N]`` of every recorded block, in forward order.
+
+    The tensors stay in the autograd graph when the forward ran with gradients enabled, so
+    :meth:`gradients` can differentiate a score with respect to them (without touching ``.grad`` of any
+    parameter).
+    """
+
+    attentions: list[torch.Tensor] = field(default_factory=list)
+
+    def gradients(self, score: torch.Tensor) -> list[torch.Tensor]:
+        """d score / d A for every recorded attention map (``torch.autograd.grad``, no parameter grads)."""
+        if not self.attentions:
+            raise ExplainerError("no attention was recorded: run the forward inside record_attention()")
+        if not all(a.requires_grad for a in self.attentions):
+            raise ExplainerError("attention was recorded without gradients: run the forward with grad enabled")
+        return list(torch.autograd.grad(score, self.attentions))
+
+
+@dataclass
+class FeatureRecording:
+    """The tensor recorded at a feature site, and how to view it (or its gradient) as ``[B, C, h, w]``."""
+
+    raw: torch.Tensor | None = None
+    to_bchw: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+
+    @property
+    def features(self) -> torch.Tensor:
+        if self.raw is None:
+            raise ExplainerError("no features were recorded: run the forward inside record_features()")
+        return self.to_bchw(self.raw)
+
+    def gradient(self, score: torch.Tensor) -> torch.Tensor:
+        if self.raw is None or not self.raw.requires_grad:
+            raise ExplainerError("features were recorded without gradients: run the forward with grad enabled")
+        (g,) = torch.autograd.grad(score, [self.raw])
+        return self.to_bchw(g)
+
+
+HEAD_FUSIONS = ("mean", "max", "min")
+
+
+class Model:
+    """Architecture-agnostic view of a classifier for explainers and metrics.
+
+    Attributes that subclasses set: ``family`` ("vit", "swin" or "cnn"), ``name``, ``num_classes``,
+    ``preprocessing``, ``class_names`` (optional).
+    """
+
+    family: Family = "cnn"
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        name: str,
+        num_classes: int,
+        preprocessing: Preprocessing,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        self.module = module
+        self.name = name
+        self.num_classes = int(num_classes)
+        self.preprocessing = preprocessing
+        self.class_names = list(class_names) if class_names is not None else None
+        self.card: dict | None = None  # model card of a builtin or trained checkpoint, if any
+
+    # ----------------------------------------------------------------------------------------- basics
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, family={self.family!r}, num_classes={self.num_classes})"
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.module.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> Model:
+        self.module.to(device)
+        return self
+
+    def class_name(self, index: int) -> str:
+        if self.class_names is not None and 0 <= index < len(self.class_names):
+            return self.class_names[index]
+        return str(index)
+
+    @property
+    def has_attention(self) -> bool:
+        """True when the model has global self-attention with a token readout that attention methods use."""
+        return False
+
+    def require_attention(self, method: str = "this method") -> None:
+        """Raise a clear error when attention-based explainers cannot run on this model."""
+        if not self.has_attention:
+            raise ExplainerError(
+                f"{method} needs a Vision Transformer with global self-attention, but {self.name!r} "
+                f"({self.family}) has none that vitlens can read; use a gradient or CAM method "
+                "(e.g. 'gradcam') for this model"
+            )
+
+    # ------------------------------------------------------------------------------------ validation
+    def check_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Validate an input batch and move it to the model's device."""
+        if not isinstance(images, torch.Tensor):
+            raise InputError(f"images must be a torch.Tensor [B,C,H,W], got {type(images).__name__}")
+        if images.ndim != 4:
+            raise InputError(f"images must have shape [B,C,H,W], got shape {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise InputError(f"images must be a float tensor already normalised for the model, got {images.dtype}")
+        c = self.preprocessing.in_chans
+        if images.shape[1] != c:
+            raise InputError(f"model {self.name!r} expects {c} channels, got images of shape {tuple(images.shape)}")
+        if images.shape[0] == 0:
+            raise InputError("images is an empty batch")
+        if not torch.isfinite(images).all():
+            raise InputError("images contain NaN or infinite values")
+        self._check_spatial(tuple(images.shape[-2:]))
+        return images.to(self.device, dtype=next(self.module.parameters()).dtype)
+
+    def _check_spatial(self, hw: tuple[int, int]) -> None:
+        """Subclasses reject input sizes the architecture cannot take."""
+
+    def resolve_target(self, logits: torch.Tensor, target: int | torch.Tensor | Sequence[int] | None) -> torch.Tensor:
+        """Target classes as LongTensor[B]: the predicted class when ``target`` is None."""
+        b = logits.shape[0]
+        if target is None:
+            return logits.argmax(dim=-1)
+        if isinstance(target, bool):
+            raise InputError(f"target must be None, an int or a LongTensor[B], got {target!r}")
+        if isinstance(target, int):
+            t = torch.full((b,), target, dtype=torch.long)
+        else:
+            t = torch.as_tensor(target)
+            if t.is_floating_point() or t.is_complex():
+                raise InputError(f"target must hold integer class indices, got dtype {t.dtype}")
+            t = t.long().reshape(-1)
+            if t.numel() == 1 and b > 1:
+                t = t.expand(b)
+            if t.numel() != b:
+                raise InputError(f"target has {t.numel()} entries for a batch of {b} images")
+        bad = (t < 0) | (t >= self.num_classes)
+        if bad.any():
+            raise InputError(
+                f"target class {int(t[bad][0])} is out of range: model {self.name!r} has classes "
+                f"0..{self.num_classes - 1}"
+            )
+        return t.to(logits.device)
+
+    # -------------------------------------------------------------------------------------- forwards
+    def _raw_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, num_classes]`` in eval mode; errors inside the model become ``InputError``."""
+        x = self.check_images(images)
+        with self.evaluating():
+            return self._call(x)
+
+    __call__ = logits
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            out = self._raw_forward(x)
+        except (RuntimeError, AssertionError, ValueError) as e:
+            raise InputError(f"model {self.name!r} failed on input of shape {tuple(x.shape)}: {e}") from e
+        if isinstance(out, (tuple, list)):  # some heads return (cls, dist) in train mode
+            out = out[0]
+        return out
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Run in eval mode (dropout off) and restore each submodule's training flag afterwards."""
+        modes = [(m, m.training) for m in self.module.modules()]
+        self.module.eval()
+        try:
+            yield
+        finally:
+            for m, mode in modes:
+                m.training = mode
+
+    # -------------------------------------------------------------------------------------- geometry
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 0
+
+    def grid_size(self, input_hw: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(h, w) of the map a patch-level explainer returns for an input of size ``input_hw``."""
+        raise NotImplementedError
+
+    def readout(self, num_tokens: int) -> torch.Tensor:
+        """Weights over tokens ``[N]`` describing which token outputs the classifier reads.
+
+        ``e_CLS`` for CLS-token models (the map is then the CLS row, as in the papers); the mean of the CLS
+        and distillation rows for distilled DeiT (its head averages both); uniform over patch tokens for
+        average-pooled ViTs.
+        """
+        raise ExplainerError(f"model {self.name!r} has no token readout")
+
+    # ------------------------------------------------------------------------------------- recording
+    @contextlib.contextmanager
+    def record_attention(self) -> Iterator[AttentionRecording]:
+        """Record attention probabilities ``[B, heads, N, N]`` of every block for forwards inside the
+        context. Switches fused attention to the explicit path and restores everything afterwards."""
+        self.require_attention()
+        rec = AttentionRecording()
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.evaluating())
+            stack.enter_context(self._explicit_attention())
+            handles = []
+            try:
+                for m in self.attention_modules():
+                    handles.append(self._hook_attention(m, rec.attentions))
+                yield rec
+            finally:
+                for h in handles:
+                    h.remove()
+
+    def attention_modules(self) -> list[nn.Module]:
+        return []
+
+    @contextlib.contextmanager
+    def _explicit_attention(self) -> Iterator[None]:
+        yield
+
+    def _hook_attention(self, module: nn.Module, store: list[torch.Tensor]) -> torch.utils.hooks.RemovableHandle:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def record_features(
+        self, layer: int | str | None = None, input_hw: tuple[int, int] | None = None
+    ) -> Iterator[FeatureRecording]:
+        """Record the features at a Grad-CAM site (``layer``: block index for transformers, module name
+        for CNNs; None = the family's default) for a forward on inputs of size ``input_hw``."""
+        hw = tuple(input_hw) if input_hw is not None else self.preprocessing.input_size
+        module, where, to_bchw = self.feature_site(layer, hw)
+        rec = FeatureRecording(to_bchw=to_bchw)
+
+        def store(t: torch.Tensor) -> None:
+            rec.raw = t
+
+        if where == "input":
+            handle = module.register_forward_pre_hook(lambda _m, args: store(args[0]))
+        else:
+            handle = module.register_forward_hook(lambda _m, _a, out: store(out[0] if isinstance(out, tuple) else out))
+        with self.evaluating():
+            try:
+                yield rec
+            finally:
+                handle.remove()
+
+    def feature_site(
+        self, layer: int | str | None, input_hw: tuple[int, int]
+    ) -> tuple[nn.Module, str, Callable[[torch.Tensor], torch.Tensor]]:
+        """(module, "input" | "output", to_bchw) for Grad-CAM."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------------------- helpers
+    def _tokens_to_bchw(self, t: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Patch tokens of ``[B, N, D]`` as ``[B, D, h, w]`` (prefix tokens dropped)."""
+        p = self.num_prefix_tokens
+        h, w = grid
+        if t.shape[1] - p != h * w:
+            raise ModelError(f"{t.shape[1] - p} patch tokens do not fit the {h}x{w} patch grid of {self.name!r}")
+        return t[:, p:].transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
+
+
+def module_by_name(root: nn.Module, name: str) -> nn.Module:
+    """``root.get_submodule(name)`` with a VitlensError listing candidate names."""
+    try:
+        return root.get_submodule(name)
+    except AttributeError:
+        names = [n for n, _ in root.named_children()]
+        raise ExplainerError(f"layer {name!r} not found in the model; top-level modules are {names}") from None

@@ -1,0 +1,202 @@
+"""Adapters for timm models: VisionTransformer (ViT, DeiT, distilled DeiT, register-token ViTs, DINO/MAE
+checkpoints, which share the architecture) and Swin. timm CNNs use :class:`~vitlens.models.cnn.CNNModel`.
+
+Attention is read from ``Attention.attn_drop``: in timm's explicit attention path the softmax output goes
+through ``attn_drop`` (identity in eval mode) and then into ``attn @ v``, so a forward hook there sees the
+exact probability tensor used by the model, in the autograd graph. timm's fused path
+(``scaled_dot_product_attention``) never materialises it, so recording sets ``fused_attn = False`` on every
+attention module and restores the flags afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from ..errors import ExplainerError, InputError
+from .base import Model, Preprocessing
+
+
+def timm_preprocessing(module: nn.Module) -> Preprocessing:
+    """Preprocessing from timm's own data config (``resolve_model_data_config``)."""
+    from timm.data import resolve_model_data_config
+
+    cfg = resolve_model_data_config(module)
+    c, h, w = cfg["input_size"]
+    img_size = getattr(getattr(module, "patch_embed", None), "img_size", None)
+    if img_size is not None:  # the pretrained cfg keeps 224 when the model was built with img_size=...
+        h, w = img_size
+    return Preprocessing(
+        input_size=(int(h), int(w)),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        crop_pct=float(cfg.get("crop_pct", 1.0) or 1.0),
+        in_chans=int(c),
+    )
+
+
+def timm_class_names(num_classes: int) -> list[str] | None:
+    """ImageNet-1k names for 1000-class heads (timm ships them), else None."""
+    if num_classes != 1000:
+        return None
+    try:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        return [info.index_to_description(i) for i in range(1000)]
+    except Exception:  # pragma: no cover - depends on timm version
+        return None
+
+
+class TimmViT(Model):
+    """timm ``VisionTransformer`` and subclasses (``VisionTransformerDistilled``)."""
+
+    family = "vit"
+
+    def __init__(self, module: nn.Module, *, name: str, class_names=None, preprocessing=None) -> None:
+        super().__init__(
+            module,
+            name=name,
+            num_classes=module.num_classes,
+            preprocessing=preprocessing or timm_preprocessing(module),
+            class_names=class_names if class_names is not None else timm_class_names(module.num_classes),
+        )
+
+    # ---- what attention methods need
+    def _attention_problem(self) -> str | None:
+        from timm.layers import Attention
+
+        m = self.module
+        if getattr(m, "attn_pool", None) is not None:
+            return "its head pools tokens with an attention-pool layer ('map'), not a CLS token or mean"
+        if not m.has_class_token and m.global_pool == "token":
+            return "it has no class token"
+        if m.global_pool not in ("token", "avg"):
+            return f"its global_pool={m.global_pool!r} has no token readout (supported: 'token', 'avg')"
+        for i, blk in enumerate(m.blocks):
+            if type(getattr(blk, "attn", None)) is not Attention:
+                return f"block {i} uses {type(getattr(blk, 'attn', None)).__name__}, not timm's standard Attention"
+        return None
+
+    @property
+    def has_attention(self) -> bool:
+        return self._attention_problem() is None
+
+    def require_attention(self, method: str = "this method") -> None:
+        problem = self._attention_problem()
+        if problem is not None:
+            raise ExplainerError(f"{method} cannot run on {self.name!r}: {problem}; use 'gradcam' instead")
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.module.num_prefix_tokens)
+
+    @property
+    def is_distilled(self) -> bool:
+        return getattr(self.module, "dist_token", None) is not None
+
+    def readout(self, num_tokens: int) -> torch.Tensor:
+        r = torch.zeros(num_tokens)
+        p = self.num_prefix_tokens
+        if self.module.global_pool == "avg":
+            r[p:] = 1.0 / (num_tokens - p)
+        elif self.is_distilled:  # the head averages the CLS and distillation outputs
+            r[0] = r[1] = 0.5
+        else:
+            r[0] = 1.0
+        return r
+
+    def grid_size(self, input_hw: tuple[int, int] | None = None) -> tuple[int, int]:
+        pe = self.module.patch_embed
+        if input_hw is None:
+            return tuple(int(v) for v in pe.grid_size)
+        ph, pw = pe.patch_size
+        return int(input_hw[0]) // ph, int(input_hw[1]) // pw
+
+    def _check_spatial(self, hw: tuple[int, int]) -> None:
+        pe = self.module.patch_embed
+        if getattr(pe, "dynamic_img_size", False) or getattr(self.module, "dynamic_img_size", False):
+            ph, pw = pe.patch_size
+            if hw[0] < ph or hw[1] < pw:
+                raise InputError(f"images of size {hw} are smaller than one {ph}x{pw} patch")
+            return
+        if pe.img_size is not None and tuple(hw) != tuple(pe.img_size):
+            raise InputError(
+                f"model {self.name!r} expects {pe.img_size[0]}x{pe.img_size[1]} images, got {hw[0]}x{hw[1]} "
+                "(resize with the model's preprocessing, or create it with img_size=...)"
+            )
+
+    # ---- recording
+    def attention_modules(self) -> list[nn.Module]:
+        return [blk.attn for blk in self.module.blocks]
+
+    @contextlib.contextmanager
+    def _explicit_attention(self) -> Iterator[None]:
+        mods = self.attention_modules()
+        saved = [m.fused_attn for m in mods]
+        try:
+            for m in mods:
+                m.fused_attn = False
+            yield
+        finally:
+            for m, f in zip(mods, saved, strict=True):
+                m.fused_attn = f
+
+    def _hook_attention(self, module: nn.Module, store: list[torch.Tensor]):
+        return module.attn_drop.register_forward_hook(lambda _m, _a, out: store.append(out))
+
+    def feature_site(self, layer, input_hw) -> tuple[nn.Module, str, Callable[[torch.Tensor], torch.Tensor]]:
+        blocks = self.module.blocks
+        idx = -1 if layer is None else layer
+        if not isinstance(idx, int) or not -len(blocks) <= idx < len(blocks):
+            raise ExplainerError(
+                f"layer={layer!r} is not a block index of {self.name!r} (valid: -{len(blocks)}..{len(blocks) - 1})"
+            )
+        grid = self.grid_size(input_hw)
+        return blocks[idx].norm1, "input", lambda t: self._tokens_to_bchw(t, grid)
+
+
+class TimmSwin(Model):
+    """timm ``SwinTransformer`` (NHWC stages). Shifted-window attention has no global CLS token, so
+    attention-flow methods do not apply; Grad-CAM uses the output of a stage (default the last)."""
+
+    family = "swin"
+
+    def __init__(self, module: nn.Module, *, name: str, class_names=None, preprocessing=None) -> None:
+        super().__init__(
+            module,
+            name=name,
+            num_classes=module.num_classes,
+            preprocessing=preprocessing or timm_preprocessing(module),
+            class_names=class_names if class_names is not None else timm_class_names(module.num_classes),
+        )
+
+    def require_attention(self, method: str = "this method") -> None:
+        raise ExplainerError(
+            f"{method} needs global self-attention with a class token; {self.name!r} is a Swin Transformer "
+            "(shifted-window attention, mean-pooled head), for which no window-aware variant is implemented "
+            "yet; use 'gradcam' for Swin"
+        )
+
+    def _check_spatial(self, hw: tuple[int, int]) -> None:
+        img = getattr(self.module.patch_embed, "img_size", None)
+        if img is not None and getattr(self.module.patch_embed, "strict_img_size", True) and tuple(hw) != tuple(img):
+            raise InputError(f"model {self.name!r} expects {img[0]}x{img[1]} images, got {hw[0]}x{hw[1]}")
+
+    def grid_size(self, input_hw: tuple[int, int] | None = None) -> tuple[int, int]:
+        hw = input_hw or self.preprocessing.input_size
+        red = self.module.feature_info[-1]["reduction"]
+        return int(hw[0]) // red, int(hw[1]) // red
+
+    def feature_site(self, layer, input_hw):
+        stages = self.module.layers
+        idx = -1 if layer is None else layer
+        if not isinstance(idx, int) or not -len(stages) <= idx < len(stages):
+            raise ExplainerError(
+                f"layer={layer!r} is not a stage index of {self.name!r} (valid: -{len(stages)}..{len(stages) - 1})"
+            )
+        return stages[idx], "output", lambda t: t.permute(0, 3, 1, 2)
