@@ -90,6 +90,7 @@ def explain_files(
     target: str | None = None,
     batch_size: int = 8,
     alpha: float = 0.5,
+    seed: int = 0,
     model=None,
 ) -> list[dict[str, Any]]:
     """Explain image files with several methods; write overlays, grids, raw maps and a summary JSON."""
@@ -106,7 +107,7 @@ def explain_files(
         raise InputError("no images given")
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    model = model or load_model(model_spec, checkpoint=checkpoint)
+    model = model or load_model(model_spec, checkpoint=checkpoint, seed=seed)
     parsed = [parse_method(m) for m in methods]
     explainers = [(method_label(n, p), get_explainer(n, model, **p)) for n, p in parsed]
     tgt = resolve_target_arg(target, model)
@@ -168,6 +169,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         target=args.target,
         batch_size=args.batch_size,
+        seed=args.seed,
     )
     for r in records:
         print(f"{r['image']}: {r['predicted_name']} (p={r['probability']:.3f}) -> {r['dir']}")
@@ -199,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--target", help="class index or name to explain (default: the predicted class)")
     e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--seed", type=int, default=0, help="seed for random-init weights (no checkpoint)")
     e.add_argument("--out", required=True, help="output directory")
     e.set_defaults(func=cmd_explain)
 
@@ -217,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VitlensError as e:
         if debug:
             raise
-        print(f"vitlens: error: {e}", file=sys.stderr)
+        print("vitlens: error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
         return 2
 
 

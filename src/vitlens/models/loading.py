@@ -41,8 +41,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, pickle refused by weights_only, ...
+        first = (str(e).strip().splitlines() or [""])[0][:200]
         raise ModelError(
-            f"checkpoint {p}: cannot be read as safetensors or a weights-only torch state dict ({e})"
+            f"checkpoint {p}: cannot be read as safetensors or a weights-only torch state dict "
+            f"({type(e).__name__}: {first})"
         ) from e
     for key in ("state_dict", "model", "model_state_dict", "module"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
@@ -248,6 +250,7 @@ def load_model(
     checkpoint: str | Path | None = None,
     num_classes: int | None = None,
     class_names: list[str] | None = None,
+    seed: int | None = None,
     **model_kwargs: Any,
 ) -> Model:
     """Load a model and wrap it in its adapter.
@@ -256,8 +259,16 @@ def load_model(
     ``"builtin:NAME"``, a directory with ``card.json``, or an ``nn.Module``. ``model_kwargs`` go to the
     timm constructor (``img_size``, ``patch_size``, ``depth``, ...). ``checkpoint``: a ``.safetensors`` or
     torch state dict loaded strictly; when ``num_classes`` is None it is taken from the checkpoint's head.
-    The returned model is in eval mode.
+    ``seed``: makes random initialisation (``pretrained=False``, no checkpoint) reproducible without
+    touching the global RNG. The returned model is in eval mode.
     """
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return load_model(
+                spec, pretrained=pretrained, checkpoint=checkpoint, num_classes=num_classes,
+                class_names=class_names, **model_kwargs,
+            )
     if isinstance(spec, Model):
         return spec
     if isinstance(spec, nn.Module):
