@@ -177,6 +177,60 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_kwargs(text: str | None) -> dict[str, Any]:
+    """``img_size=112,patch_size=8`` -> {"img_size": 112, "patch_size": 8}."""
+    out: dict[str, Any] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--model-kwargs entry {part!r} is not key=value")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .recipes import get_recipe
+    from .train import TrainConfig, train
+
+    overrides = {
+        "epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch, "batch_size": args.batch_size,
+        "lr": args.lr, "seed": args.seed, "device": args.device, "patience": args.patience,
+    }
+    if args.recipe:
+        if args.model_kwargs:
+            overrides["model_kwargs"] = parse_kwargs(args.model_kwargs)
+        cfg = get_recipe(args.recipe, model=args.model, data=args.data, **overrides)
+    else:
+        if not args.model or not args.data:
+            raise InputError("vitlens train needs --recipe NAME, or both --model and --data")
+        cfg = TrainConfig(model=args.model, data=args.data, model_kwargs=parse_kwargs(args.model_kwargs),
+                          **{k: v for k, v in overrides.items() if v is not None})
+    card = train(cfg, args.out, resume=not args.no_resume, progress=not args.quiet)
+    print(f"test accuracy {card['test_accuracy']:.4f} on {card['test_size']} images; model in {args.out}")
+    if "marker_broken_accuracy" in card:
+        print(f"marker-consistent accuracy {card['marker_consistent_accuracy']:.4f}, "
+              f"marker-broken accuracy {card['marker_broken_accuracy']:.4f}")
+    return 0
+
+
+def cmd_data_export(args: argparse.Namespace) -> int:
+    from .data.export import export_dataset
+
+    manifest = export_dataset(args.name, args.n, args.out, seed=args.seed, split=args.split)
+    print(f"wrote {args.n} samples of {args.name!r} ({args.split}) to {manifest}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo
+
+    path = demo(args.out, benchmark=args.benchmark, n_images=args.n, seed=args.seed)
+    print(path)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     from .explainers import list_explainers
@@ -204,6 +258,40 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed for random-init weights (no checkpoint)")
     e.add_argument("--out", required=True, help="output directory")
     e.set_defaults(func=cmd_explain)
+
+    t = sub.add_parser("train", help="train a timm model on a builtin benchmark or class folders")
+    t.add_argument("--recipe", help="a builtin model's recipe (cells_vit, cells_cnn, ultrasound_vit, ...)")
+    t.add_argument("--model", help="timm model name, e.g. vit_small_patch16_224")
+    t.add_argument("--model-kwargs", help="constructor kwargs, e.g. img_size=112,patch_size=8,depth=6")
+    t.add_argument("--data", help="builtin:cells | builtin:ultrasound | builtin:shortcut | DIR of class folders")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--samples-per-epoch", type=int, help="fresh synthetic samples per epoch (builtin data)")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--patience", type=int, help="early stop after N epochs without better val accuracy")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="auto | cpu | cuda[:N]")
+    t.add_argument("--out", required=True, help="run directory (checkpoint, model.safetensors, card.json)")
+    t.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("data", help="builtin benchmark data")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    ex = dsub.add_parser("export", help="write images, masks and a CSV manifest of a builtin benchmark")
+    ex.add_argument("name", help="cells | ultrasound | shortcut")
+    ex.add_argument("--n", type=int, default=100)
+    ex.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--out", required=True)
+    ex.set_defaults(func=cmd_data_export)
+
+    dm = sub.add_parser("demo", help="explain builtin test images with every applicable method (HTML + PNG)")
+    dm.add_argument("--benchmark", default="cells", help="cells | ultrasound | shortcut")
+    dm.add_argument("--n", type=int, default=6, help="number of test images")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--out", default="out/demo")
+    dm.set_defaults(func=cmd_demo)
 
     ls = sub.add_parser("list", help="list the registered explainers with their citation")
     ls.add_argument("-v", "--verbose", action="store_true", help="also show parameters")
