@@ -230,3 +230,17 @@ def test_cnn_baselines(resnet50):
     assert vitlens.get_explainer("gradcam", resnet50, layer="layer3")(torch.randn(1, 3, 224, 224)).shape == (1, 14, 14)
     with pytest.raises(vitlens.ExplainerError, match="not found"):
         vitlens.get_explainer("gradcam", resnet50, layer="layer9")
+
+
+def test_headless_dino_backbone():
+    """DINO/MAE checkpoints come without a head (num_classes=0): attention maps work, class-specific
+    methods and targets are refused with a message."""
+    m = vitlens.load_model("timm:vit_small_patch16_224.dino", seed=0)
+    assert m.num_classes == 0
+    x = images_for(m, batch=2)
+    res = vitlens.get_explainer("rollout", m).explain(x)
+    assert res.maps.shape == (2, 14, 14) and res.target.tolist() == [-1, -1]
+    with pytest.raises(vitlens.ExplainerError, match="no classification head"):
+        vitlens.get_explainer("grad_rollout", m)
+    with pytest.raises(vitlens.InputError, match="no classification head"):
+        vitlens.get_explainer("rollout", m)(x, target=0)

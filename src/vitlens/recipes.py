@@ -21,13 +21,13 @@ RECIPES: dict[str, TrainConfig] = {
     "cells_vit": TrainConfig(model="vit_small_patch16_224", model_kwargs=VIT_KWARGS, data="builtin:cells",
                              epochs=12, samples_per_epoch=4096, lr=1e-3),
     "cells_cnn": TrainConfig(model="resnet10t", model_kwargs=CNN_KWARGS, data="builtin:cells",
-                             epochs=8, samples_per_epoch=4096, lr=2e-3, weight_decay=1e-4),
+                             epochs=6, samples_per_epoch=4096, lr=2e-3, weight_decay=1e-4),
     "ultrasound_vit": TrainConfig(model="vit_small_patch16_224", model_kwargs=VIT_KWARGS, data="builtin:ultrasound",
-                                  epochs=12, samples_per_epoch=4096, lr=1e-3),
+                                  epochs=10, samples_per_epoch=4096, lr=1e-3),
     "ultrasound_cnn": TrainConfig(model="resnet10t", model_kwargs=CNN_KWARGS, data="builtin:ultrasound",
-                                  epochs=8, samples_per_epoch=4096, lr=2e-3, weight_decay=1e-4),
+                                  epochs=6, samples_per_epoch=4096, lr=2e-3, weight_decay=1e-4),
     "shortcut_vit": TrainConfig(model="vit_small_patch16_224", model_kwargs=VIT_KWARGS, data="builtin:shortcut",
-                                epochs=8, samples_per_epoch=4096, lr=1e-3),
+                                epochs=6, samples_per_epoch=4096, lr=1e-3),
 }
 
 

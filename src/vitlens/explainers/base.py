@@ -45,6 +45,11 @@ class Explainer:
         self.model = model if isinstance(model, Model) else load_model(model)
         if self.needs_attention:
             self.model.require_attention(f"explainer {self.name!r}")
+        if self.class_specific and self.model.num_classes == 0:
+            raise ExplainerError(
+                f"explainer {self.name!r} is class-specific, but {self.model.name!r} has no classification head "
+                "(num_classes=0, e.g. a DINO/MAE backbone); load it with num_classes=N and a fine-tuned checkpoint"
+            )
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.params().items())

@@ -59,9 +59,6 @@ class AttentionGradCAM(Explainer):
     class_specific = True
     needs_attention = True
 
-    def __init__(self, model) -> None:
-        super().__init__(model)
-
     def _explain(self, x, target):
         attns, grads, logits, t = attention_pass(self.model, x, target, grad=True)
         with torch.no_grad():

@@ -28,9 +28,6 @@ class GenericAttention(Explainer):
     class_specific = True
     needs_attention = True
 
-    def __init__(self, model) -> None:
-        super().__init__(model)
-
     def _explain(self, x, target):
         attns, grads, logits, t = attention_pass(self.model, x, target, grad=True)
         with torch.no_grad():

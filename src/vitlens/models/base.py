@@ -173,6 +173,10 @@ class Model:
     def resolve_target(self, logits: torch.Tensor, target: int | torch.Tensor | Sequence[int] | None) -> torch.Tensor:
         """Target classes as LongTensor[B]: the predicted class when ``target`` is None."""
         b = logits.shape[0]
+        if self.num_classes == 0:  # headless backbone: there is no class to explain
+            if target is not None:
+                raise InputError(f"model {self.name!r} has no classification head (num_classes=0); target must be None")
+            return torch.full((b,), -1, dtype=torch.long, device=logits.device)
         if target is None:
             return logits.argmax(dim=-1)
         if isinstance(target, bool):

@@ -52,10 +52,8 @@ def timm_class_names(num_classes: int) -> list[str] | None:
         return None
 
 
-class TimmViT(Model):
-    """timm ``VisionTransformer`` and subclasses (``VisionTransformerDistilled``)."""
-
-    family = "vit"
+class _TimmModel(Model):
+    """Preprocessing and class names from timm's own configuration."""
 
     def __init__(self, module: nn.Module, *, name: str, class_names=None, preprocessing=None) -> None:
         super().__init__(
@@ -65,6 +63,12 @@ class TimmViT(Model):
             preprocessing=preprocessing or timm_preprocessing(module),
             class_names=class_names if class_names is not None else timm_class_names(module.num_classes),
         )
+
+
+class TimmViT(_TimmModel):
+    """timm ``VisionTransformer`` and subclasses (``VisionTransformerDistilled``)."""
+
+    family = "vit"
 
     # ---- what attention methods need
     def _attention_problem(self) -> str | None:
@@ -160,20 +164,11 @@ class TimmViT(Model):
         return blocks[idx].norm1, "input", lambda t: self._tokens_to_bchw(t, grid)
 
 
-class TimmSwin(Model):
+class TimmSwin(_TimmModel):
     """timm ``SwinTransformer`` (NHWC stages). Shifted-window attention has no global CLS token, so
     attention-flow methods do not apply; Grad-CAM uses the output of a stage (default the last)."""
 
     family = "swin"
-
-    def __init__(self, module: nn.Module, *, name: str, class_names=None, preprocessing=None) -> None:
-        super().__init__(
-            module,
-            name=name,
-            num_classes=module.num_classes,
-            preprocessing=preprocessing or timm_preprocessing(module),
-            class_names=class_names if class_names is not None else timm_class_names(module.num_classes),
-        )
 
     def require_attention(self, method: str = "this method") -> None:
         raise ExplainerError(
