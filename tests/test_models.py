@@ -244,3 +244,23 @@ def test_headless_dino_backbone():
         vitlens.get_explainer("grad_rollout", m)
     with pytest.raises(vitlens.InputError, match="no classification head"):
         vitlens.get_explainer("rollout", m)(x, target=0)
+
+
+@pytest.mark.parametrize("zoo", ["deit_tiny", "hf_vit"])
+def test_recording_a_subset_of_layers(zoo):
+    model = zoo_model(zoo)
+    x = model.check_images(images_for(model, batch=2))
+    with model.record_attention() as full, torch.no_grad():
+        model._call(x)
+    with model.record_attention(layers=[-1, 0]) as part, torch.no_grad():
+        model._call(x)
+    assert len(part.attentions) == 2  # in forward order
+    assert torch.allclose(part.attentions[0], full.attentions[0], atol=1e-6)
+    assert torch.allclose(part.attentions[1], full.attentions[-1], atol=1e-6)
+    if zoo == "deit_tiny":  # only the recorded blocks leave the fused kernel
+        fused = []
+        with model.record_attention(layers=[-1]):
+            fused = [m.fused_attn for m in model.attention_modules()]
+        assert fused == [True] * 11 + [False]
+    with pytest.raises(vitlens.ExplainerError, match="block indices"), model.record_attention(layers=[99]):
+        pass

@@ -78,15 +78,16 @@ def to_grid(model: Model, row: torch.Tensor, input_hw: tuple[int, int]) -> torch
 
 
 def attention_pass(
-    model: Model, x: torch.Tensor, target: Target, *, grad: bool
+    model: Model, x: torch.Tensor, target: Target, *, grad: bool, layers: list[int] | None = None
 ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, torch.Tensor, torch.Tensor]:
-    """One forward recording attention; with ``grad``, also ``∂y_c/∂A_l`` of the target logits.
+    """One forward recording attention (of all blocks, or of ``layers``); with ``grad``, also
+    ``∂y_c/∂A_l`` of the target logits.
 
     Returns (attentions, gradients or None, logits, targets). Gradients come from
     ``torch.autograd.grad``: no parameter ``.grad`` is touched, and the input is made to require grad so
     that this works on frozen models too.
     """
-    with model.record_attention() as rec:
+    with model.record_attention(layers) as rec:
         if grad:
             with torch.enable_grad():
                 logits = model._call(x.detach().requires_grad_(True))
@@ -127,7 +128,7 @@ class RawAttention(_AttentionExplainer):
 
     @torch.no_grad()
     def _explain(self, x, target):
-        attns, _, logits, t = attention_pass(self.model, x, target, grad=False)
+        attns, _, logits, t = attention_pass(self.model, x, target, grad=False, layers=[-1])
         a = fuse_heads(attns[-1], self.head_fusion)
         row = torch.bmm(readout_row(self.model, a.shape[-1], a.shape[0], a.device, a.dtype), a)[:, 0]
         return Explanation(to_grid(self.model, row, x.shape[-2:]), logits, t)

@@ -60,7 +60,7 @@ class AttentionGradCAM(Explainer):
     needs_attention = True
 
     def _explain(self, x, target):
-        attns, grads, logits, t = attention_pass(self.model, x, target, grad=True)
+        attns, grads, logits, t = attention_pass(self.model, x, target, grad=True, layers=[-1])
         with torch.no_grad():
             a, g = attns[-1], grads[-1]  # [B, H, N, N]
             b, _h, n, _ = a.shape

@@ -252,17 +252,26 @@ class Model:
 
     # ------------------------------------------------------------------------------------- recording
     @contextlib.contextmanager
-    def record_attention(self) -> Iterator[AttentionRecording]:
-        """Record attention probabilities ``[B, heads, N, N]`` of every block for forwards inside the
-        context. Switches fused attention to the explicit path and restores everything afterwards."""
+    def record_attention(self, layers: Sequence[int] | None = None) -> Iterator[AttentionRecording]:
+        """Record attention probabilities ``[B, heads, N, N]`` for forwards inside the context, of every block
+        or only of the blocks indexed by ``layers`` (the others keep their fused kernels), in forward order. Switches fused
+        attention to the explicit path and restores everything afterwards."""
         self.require_attention()
+        mods = self.attention_modules()
+        if layers is not None:
+            try:
+                mods = [mods[i] for i in layers]
+            except (IndexError, TypeError):
+                raise ExplainerError(
+                    f"layers={layers!r} are not block indices of {self.name!r} ({len(mods)} blocks)"
+                ) from None
         rec = AttentionRecording()
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.evaluating())
-            stack.enter_context(self._explicit_attention())
+            stack.enter_context(self._explicit_attention(mods))
             handles = []
             try:
-                for m in self.attention_modules():
+                for m in mods:
                     handles.append(self._hook_attention(m, rec.attentions))
                 yield rec
             finally:
@@ -273,7 +282,7 @@ class Model:
         return []
 
     @contextlib.contextmanager
-    def _explicit_attention(self) -> Iterator[None]:
+    def _explicit_attention(self, modules: list[nn.Module]) -> Iterator[None]:
         yield
 
     def _hook_attention(self, module: nn.Module, store: list[torch.Tensor]) -> torch.utils.hooks.RemovableHandle:

@@ -119,7 +119,8 @@ class HFViT(Model):
         return [layer.attention for layer in self._layers]
 
     @contextlib.contextmanager
-    def _explicit_attention(self) -> Iterator[None]:
+    def _explicit_attention(self, modules: list[nn.Module]) -> Iterator[None]:
+        # the attention implementation is one setting of the shared config: all layers switch
         cfg = self.module.config
         saved = cfg._attn_implementation
         try:

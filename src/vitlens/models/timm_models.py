@@ -139,8 +139,7 @@ class TimmViT(_TimmModel):
         return [blk.attn for blk in self.module.blocks]
 
     @contextlib.contextmanager
-    def _explicit_attention(self) -> Iterator[None]:
-        mods = self.attention_modules()
+    def _explicit_attention(self, mods: list[nn.Module]) -> Iterator[None]:
         saved = [m.fused_attn for m in mods]
         try:
             for m in mods:
