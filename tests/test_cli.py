@@ -107,3 +107,14 @@ def test_method_spec_parsing():
     assert parse_method("gradcam:layer=layer4") == ("gradcam", {"layer": "layer4"})
     assert parse_method("gradcam:layer=-2") == ("gradcam", {"layer": -2})
     assert method_label("rollout", {"head_fusion": "max"}) == "rollout_head_fusion-max"
+
+
+def test_data_export_command(tmp_path, capsys):
+    import csv
+
+    assert main(["data", "export", "shortcut", "--n", "3", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "manifest.csv")))
+    assert len(rows) == 3 and all((tmp_path / r["path"]).is_file() for r in rows)
+    assert all((tmp_path / r["marker_mask_path"]).is_file() for r in rows)
+    assert main(["data", "export", "nope", "--n", "3", "--out", str(tmp_path)]) == 2
+    assert "unknown synthetic benchmark" in capsys.readouterr().err

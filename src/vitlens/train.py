@@ -310,7 +310,6 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
     elif ckpt_path.exists():
         ckpt_path.unlink()
 
-    t_start = time.time()
     epoch = state["epoch"]
     while epoch < cfg.epochs and not (cfg.patience and state["stale"] >= cfg.patience):
         train_split = make_splits(cfg, epoch)["train"]
@@ -320,6 +319,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
             desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False,
         )
         loss_sum, correct, seen = 0.0, 0, 0
+        t_epoch = time.time()
         for idx in bar:
             x, y, _ = train_split.batch(idx)
             for g in opt.param_groups:
@@ -342,6 +342,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
         else:
             state["stale"] += 1
         state["epoch"] = epoch
+        state["train_seconds"] = state.get("train_seconds", 0.0) + (time.time() - t_epoch)
         _save_atomic(
             {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
              "rng": torch.get_rng_state(), "config": cfg.to_dict()},
@@ -363,7 +364,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "history": state["history"],
-        "train_seconds_last_session": round(time.time() - t_start, 1),
+        "train_seconds": round(state.get("train_seconds", 0.0), 1),  # summed over resumed sessions
+        "device": str(device),
     }
     extra.update({k: v for k, v in test.items() if k.startswith("marker_")})
     return _write_card(out, cfg, classes, extra)
