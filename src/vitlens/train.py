@@ -53,6 +53,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
+    clip_grad: float = 0.0  # max global gradient norm; 0 = no clipping
     patience: int = 6  # early stop after this many epochs without a better validation accuracy; 0 = off
     val_size: int = 500
     test_size: int = 1000
@@ -191,7 +192,13 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 def train_step(
-    model: nn.Module, opt: torch.optim.Optimizer, x, y, label_smoothing: float = 0.0, amp: torch.dtype | None = None
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x,
+    y,
+    label_smoothing: float = 0.0,
+    amp: torch.dtype | None = None,
+    clip_grad: float = 0.0,
 ) -> tuple[float, int]:
     model.train()
     with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
@@ -201,6 +208,8 @@ def train_step(
     loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
     opt.step()
     return float(loss.detach()), int((logits.detach().argmax(-1) == y).sum())
 
@@ -324,7 +333,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
             x, y, _ = train_split.batch(idx)
             for g in opt.param_groups:
                 g["lr"] = lr_at(state["step"], total_steps, warmup, cfg.lr)
-            loss, hits = train_step(model, opt, x.to(device), y.to(device), cfg.label_smoothing, amp)
+            loss, hits = train_step(model, opt, x.to(device), y.to(device), cfg.label_smoothing, amp, cfg.clip_grad)
             state["step"] += 1
             loss_sum += loss * len(idx)
             correct += hits

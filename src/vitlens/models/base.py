@@ -254,8 +254,8 @@ class Model:
     @contextlib.contextmanager
     def record_attention(self, layers: Sequence[int] | None = None) -> Iterator[AttentionRecording]:
         """Record attention probabilities ``[B, heads, N, N]`` for forwards inside the context, of every block
-        or only of the blocks indexed by ``layers`` (the others keep their fused kernels), in forward order. Switches fused
-        attention to the explicit path and restores everything afterwards."""
+        or only of the blocks indexed by ``layers`` (the others keep their fused kernels), in forward order.
+        Switches fused attention to the explicit path and restores everything afterwards."""
         self.require_attention()
         mods = self.attention_modules()
         if layers is not None:
