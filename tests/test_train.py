@@ -106,3 +106,18 @@ def test_image_folder_training_and_cli(tmp_path):
     assert main(["train", "--model", "vit_small_patch16_224", "--data", str(tmp_path / "nope"),
                  "--out", str(tmp_path / "y")]) == 2
     assert main(["train", "--recipe", "nope", "--out", str(tmp_path / "z")]) == 2
+
+
+def test_init_from_copies_every_weight_but_the_head(tmp_path):
+    train(tiny_config(epochs=1), tmp_path / "src", progress=False)  # cells: 4 classes
+    cfg = tiny_config(data="builtin:ultrasound", epochs=1, init_from=str(tmp_path / "src"))
+    model = vitlens.load_model("timm:vit_small_patch16_224", num_classes=3, **TINY).module
+    tr.init_weights(model, cfg.init_from)
+    src = load_file(str(tmp_path / "src" / "model.safetensors"))
+    for k, v in model.state_dict().items():
+        if k.startswith("head."):
+            assert v.shape[0] == 3 and src[k].shape[0] == 4
+        else:
+            assert torch.equal(v, src[k]), k
+    with pytest.raises(vitlens.VitlensError, match="do not fit"):
+        tr.init_weights(vitlens.load_model("timm:test_vit").module, cfg.init_from)

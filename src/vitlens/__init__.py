@@ -7,7 +7,7 @@
     heat = vitlens.upsample(maps, images.shape[-2:])
 """
 
-from .errors import DataError, ExplainerError, InputError, ModelError, VitlensError
+from .errors import DataError, ExplainerError, InputError, MetricError, ModelError, VitlensError
 from .explainers import (
     Explainer,
     Explanation,
@@ -17,6 +17,7 @@ from .explainers import (
     list_explainers,
 )
 from .maps import minmax, upsample
+from .metrics import get_metric, list_metrics, metric_info
 from .models import Model, Preprocessing, list_builtin, load_model
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "ExplainerError",
     "Explanation",
     "InputError",
+    "MetricError",
     "Model",
     "ModelError",
     "Preprocessing",
@@ -35,9 +37,12 @@ __all__ = [
     "applicable_explainers",
     "explainer_info",
     "get_explainer",
+    "get_metric",
     "list_builtin",
     "list_explainers",
+    "list_metrics",
     "load_model",
+    "metric_info",
     "minmax",
     "upsample",
 ]

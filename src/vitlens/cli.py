@@ -231,6 +231,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.config import load_config
+    from .bench.runner import run_study
+
+    cfg = load_config(args.config)
+    run_dir = args.out or f"runs/{cfg.name}"
+    res = run_study(cfg, run_dir, progress=not args.quiet)
+    print(f"{res['done']} units done, {res['skipped']} skipped (not applicable), {res['computed_now']} computed now "
+          f"in {res['seconds']} s -> {run_dir}; next: vitlens report {run_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.study import write_report
+
+    print(write_report(args.run_dir, args.out))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     from .explainers import list_explainers
@@ -292,6 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--out", default="out/demo")
     dm.set_defaults(func=cmd_demo)
+
+    from .bench.config import builtin_configs
+
+    b = sub.add_parser(
+        "bench", help="run a study: models x explainers x datasets x metrics (resumable)",
+        description="CONFIG: a YAML/TOML file or builtin:NAME (" + ", ".join(builtin_configs()) + ").",
+    )
+    b.add_argument("config", help="study config file or builtin:NAME")
+    b.add_argument("--out", help="run directory (default runs/<name>); rerun to resume")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("report", help="HTML report, CSV and LaTeX tables of a study run")
+    r.add_argument("run_dir")
+    r.add_argument("--out", help="output directory (default: the run directory)")
+    r.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("list", help="list the registered explainers with their citation")
     ls.add_argument("-v", "--verbose", action="store_true", help="also show parameters")

@@ -25,3 +25,7 @@ class InputError(VitlensError):
 
 class DataError(VitlensError):
     """A data set, generator or layout problem."""
+
+
+class MetricError(VitlensError):
+    """An unknown metric, a bad metric parameter, or inputs (maps, masks, boxes) a metric cannot score."""

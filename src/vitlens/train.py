@@ -54,6 +54,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     clip_grad: float = 0.0  # max global gradient norm; 0 = no clipping
+    init_from: str | None = None  # start from these weights (builtin:NAME, a train dir or a weights file), new head
     patience: int = 6  # early stop after this many epochs without a better validation accuracy; 0 = off
     val_size: int = 500
     test_size: int = 1000
@@ -259,6 +260,31 @@ def _head(split: Split, n: int) -> Split:
     return _Head(split, n)
 
 
+def init_weights(model: nn.Module, source: str) -> None:
+    """Load every weight of ``source`` except the classifier head (fine-tuning from a trained model)."""
+    from .models.builtin import builtin_path
+    from .models.loading import load_state_dict
+
+    if source.startswith("builtin:"):
+        path = builtin_path(source.split(":", 1)[1]) / WEIGHTS_NAME
+    elif Path(source).is_dir():
+        path = Path(source) / WEIGHTS_NAME
+    else:
+        path = Path(source)
+    sd = load_state_dict(path)
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head_params = {id(p) for p in head.parameters()} if head is not None else set()
+    head_keys = {n for n, p in model.named_parameters() if id(p) in head_params}
+    own = model.state_dict()
+    keep = {k: v for k, v in sd.items() if k not in head_keys and k in own and own[k].shape == v.shape}
+    missing = sorted(set(own) - set(keep) - head_keys)
+    if missing:
+        raise VitlensError(
+            f"init_from={source}: weights do not fit the model ({len(missing)} missing, e.g. {missing[:3]})"
+        )
+    model.load_state_dict(keep, strict=False)
+
+
 def _save_atomic(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -299,7 +325,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
     splits = make_splits(cfg, 0)
     classes = splits["train"].classes
     torch.manual_seed(cfg.seed)
-    model = _create_timm(cfg.model, False, len(classes), dict(cfg.model_kwargs)).to(device)
+    model = _create_timm(cfg.model, False, len(classes), dict(cfg.model_kwargs))
+    if cfg.init_from:
+        init_weights(model, cfg.init_from)
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(splits["train"]) / cfg.batch_size)
     total_steps, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
@@ -308,7 +337,11 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
     ckpt_path = out / CHECKPOINT_NAME
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if json.loads(json.dumps(ckpt["config"])) != json.loads(json.dumps(cfg.to_dict())):
+        defaults = {  # options added after the checkpoint was written count with their default value
+            f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
+        }
+        saved = {**defaults, **ckpt["config"]}
+        if json.loads(json.dumps(saved, default=list)) != json.loads(json.dumps(cfg.to_dict())):
             raise VitlensError(
                 f"{ckpt_path} was written with another training config; use a new --out or --no-resume"
             )

@@ -38,6 +38,7 @@ class Row:
     title: str
     cells: list[tuple[str, np.ndarray]]  # (caption, uint8 RGB image)
     note: str = ""
+    wide: bool = False  # plots: natural aspect ratio instead of square thumbnails
 
 
 @dataclass
@@ -53,6 +54,7 @@ h1{font-size:22px} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #dd
 .row{display:flex;gap:8px;align-items:flex-start;margin:10px 0;flex-wrap:wrap}
 .row .t{width:170px;font-size:12px} figure{margin:0;text-align:center}
 figure img{width:140px;height:140px;image-rendering:pixelated;border:1px solid #ccc}
+figure img.wide{width:380px;height:auto;image-rendering:auto}
 figcaption{font-size:11px;max-width:140px;word-wrap:break-word}
 .ok{color:#17803d}.bad{color:#b42318} p.meta{font-size:13px;color:#555}
 """
@@ -72,9 +74,10 @@ def render_page(title: str, sections: Sequence[Section], intro: str = "") -> str
             parts.append(f"<p class='meta'>{sec.text}</p>")
         for row in sec.rows:
             parts.append(f"<div class='row'><div class='t'>{row.title}<br>{row.note}</div>")
+            cls = " class='wide'" if row.wide else ""
             for caption, img in row.cells:
                 parts.append(
-                    f"<figure><img alt='{html.escape(caption)}' src='{png_data_uri(img)}'>"
+                    f"<figure><img{cls} alt='{html.escape(caption)}' src='{png_data_uri(img)}'>"
                     f"<figcaption>{html.escape(caption)}</figcaption></figure>"
                 )
             parts.append("</div>")

@@ -1,0 +1,178 @@
+"""Run a study: every (dataset, model, explainer) over batches of images, every metric on each batch.
+
+Work is split into units (one batch of one dataset × model × explainer); each finished unit is stored at
+once (see :mod:`vitlens.bench.store`), so killing the run loses at most the unit in progress, and
+rerunning the same command computes only what is missing. Explainers that do not apply to a model
+(attention methods on a CNN) are recorded as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ExplainerError
+from ..explainers import get_explainer
+from ..metrics import get_metric
+from ..models import Model, load_model
+from .config import ConfigError, StudyConfig, load_config
+from .store import ResultsStore, unit_id
+
+
+@dataclass
+class Batch:
+    image_ids: list[int]
+    images: np.ndarray  # uint8 [B, H, W, 3]
+    labels: np.ndarray  # int64 [B]
+    masks: dict[str, np.ndarray]  # "evidence" and extra masks -> bool [B, H, W]
+    boxes: np.ndarray  # int64 [B, 4]; -1 where the mask is empty
+
+
+def load_batch(dataset, ids: list[int], seed: int) -> Batch:
+    from ..data.synthetic import get_benchmark
+
+    bench = get_benchmark(dataset.builtin)
+    samples = [bench.sample(i, seed, dataset.split) for i in ids]
+    masks = {"evidence": np.stack([s.mask for s in samples])}
+    for key in bench.extra_mask_keys:
+        masks[key] = np.stack([s.extra_masks[key] for s in samples])
+    boxes = np.array([s.bbox if s.bbox is not None else (-1, -1, -1, -1) for s in samples], dtype=np.int64)
+    return Batch(ids, np.stack([s.image for s in samples]), np.array([s.label for s in samples]), masks, boxes)
+
+
+def to_model_input(model: Model, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Normalise for the model; resize images (bilinear) and masks (nearest) if its input size differs."""
+    pre = model.preprocessing
+    x = torch.from_numpy(batch.images).permute(0, 3, 1, 2).float().div_(255.0)
+    masks = {k: torch.from_numpy(v) for k, v in batch.masks.items()}
+    if tuple(x.shape[-2:]) != tuple(pre.input_size):
+        x = F.interpolate(x, size=pre.input_size, mode="bilinear", align_corners=False)
+        masks = {k: F.interpolate(v[:, None].float(), size=pre.input_size, mode="nearest")[:, 0] > 0.5
+                 for k, v in masks.items()}
+    mean = torch.tensor(pre.mean)[None, :, None, None]
+    std = torch.tensor(pre.std)[None, :, None, None]
+    return (x - mean) / std, masks
+
+
+def _check_classes(model: Model, dataset) -> None:
+    from ..data.synthetic import get_benchmark
+
+    classes = list(get_benchmark(dataset.builtin).classes)
+    if model.class_names is not None and list(model.class_names) != classes:
+        raise ConfigError(
+            f"model {model.name!r} has classes {model.class_names}, dataset {dataset.name!r} has {classes}"
+        )
+    if model.num_classes != len(classes):
+        raise ConfigError(
+            f"model {model.name!r} has {model.num_classes} classes, dataset {dataset.name!r} {len(classes)}"
+        )
+
+
+def plan(cfg: StudyConfig) -> list[dict[str, Any]]:
+    """Every unit of the study, in run order."""
+    units = []
+    for ds in cfg.datasets:
+        ids = list(range(ds.start, ds.start + ds.n))
+        for model_spec in ds.models:
+            for expl in cfg.explainers:
+                for b in range(0, len(ids), cfg.batch_size):
+                    chunk = ids[b : b + cfg.batch_size]
+                    key = (ds.name, model_spec, expl.key, chunk[0], chunk[-1], cfg.seed)
+                    units.append({"id": unit_id(*key), "dataset": ds, "model": model_spec, "explainer": expl,
+                                  "ids": chunk})
+    return units
+
+
+def _rows(unit, batch: Batch, metric_key: str, metric_name: str, res, expl_out, model: Model) -> list[dict]:
+    pred = expl_out.logits.argmax(-1).cpu().numpy()
+    target = expl_out.target.cpu().numpy()
+    outputs = {"score": res.scores, **res.extra}
+    rows = []
+    expl = unit["explainer"]
+    for out_name, values in outputs.items():
+        vals = values.cpu().numpy()
+        for i, image_id in enumerate(batch.image_ids):
+            curve = res.curves[i].cpu().numpy().tolist() if (res.curves is not None and out_name == "score") else None
+            rows.append({
+                "dataset": unit["dataset"].name, "model": unit["model"], "explainer": expl.name,
+                "explainer_key": expl.key, "explainer_params": json.dumps(expl.params, sort_keys=True),
+                "metric": metric_name, "metric_key": metric_key, "output": out_name, "image_id": int(image_id),
+                "value": float(vals[i]), "curve": curve, "true": int(batch.labels[i]), "predicted": int(pred[i]),
+                "target": int(target[i]), "correct": bool(pred[i] == batch.labels[i]),
+            })
+    return rows
+
+
+def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a study into ``run_dir``; returns counts of done, skipped and newly computed units."""
+    from tqdm.auto import tqdm
+
+    if not isinstance(cfg, StudyConfig):
+        cfg = load_config(cfg)
+    store = ResultsStore(run_dir)
+    cfg_path = Path(run_dir) / "config.json"
+    cfg_json = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+    if cfg_path.is_file() and cfg_path.read_text() != cfg_json:
+        raise ConfigError(f"{run_dir} holds a run of another configuration; use a new run directory")
+    cfg_path.write_text(cfg_json)
+
+    units = plan(cfg)
+    todo = [u for u in units if store.status(u["id"]) is None]
+    metrics = [(m, get_metric(m.name, **m.params)) for m in cfg.metrics]
+    models: dict[str, Model] = {}
+    explainers: dict[tuple[str, str], Any] = {}
+    computed = 0
+    t0 = time.time()
+    with tqdm(total=len(units), initial=len(units) - len(todo), desc=cfg.name, disable=not progress) as bar:
+        for unit in todo:
+            ds, expl = unit["dataset"], unit["explainer"]
+            if unit["model"] not in models:
+                models[unit["model"]] = load_model(unit["model"], seed=cfg.seed)
+                _check_classes(models[unit["model"]], ds)
+            model = models[unit["model"]]
+            ek = (unit["model"], expl.key)
+            if ek not in explainers:
+                try:
+                    explainers[ek] = get_explainer(expl.name, model, **expl.params)
+                except ExplainerError as e:  # parameters were validated with the config: it does not apply
+                    explainers[ek] = e
+            explainer = explainers[ek]
+            if isinstance(explainer, Exception):
+                store.mark(unit["id"], {"status": "skipped", "reason": str(explainer), "dataset": ds.name,
+                                        "model": unit["model"], "explainer": expl.key})
+                bar.update(1)
+                continue
+            batch = load_batch(ds, unit["ids"], cfg.seed)
+            x, masks = to_model_input(model, batch)
+            out = explainer.explain(x)
+            rows = []
+            for comp, metric in metrics:
+                if comp.mask not in masks:
+                    continue  # e.g. the shortcut marker on other benchmarks
+                boxes = torch.from_numpy(batch.boxes) if comp.mask == "evidence" else None
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # NaN scores are recorded as NaN; the report counts them
+                    res = metric(model, x, out.maps, target=out.target, masks=masks[comp.mask], boxes=boxes)
+                rows += _rows(unit, batch, comp.key, comp.name, res, out, model)
+            store.write_unit(unit["id"], rows, out.maps.cpu().numpy(), unit["ids"],
+                             {"dataset": ds.name, "model": unit["model"], "explainer": expl.key,
+                              "first_image": unit["ids"][0], "n_images": len(unit["ids"])})
+            computed += 1
+            bar.update(1)
+    statuses = [store.status(u["id"]) or {} for u in units]
+    return {
+        "units": len(units),
+        "done": sum(s.get("status") == "done" for s in statuses),
+        "skipped": sum(s.get("status") == "skipped" for s in statuses),
+        "computed_now": computed,
+        "seconds": round(time.time() - t0, 1),
+        "run_dir": str(run_dir),
+    }

@@ -1,0 +1,199 @@
+"""The study runner (resumable results store) and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import vitlens
+import vitlens.bench.store as store_mod
+from vitlens.bench.config import ConfigError, load_config, parse_config
+from vitlens.bench.runner import load_batch, run_study, to_model_input
+from vitlens.bench.store import ResultsStore
+from vitlens.cli import main
+from vitlens.report.study import bootstrap_ci, holm, summarise, write_report
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "batch_size": 2,
+    "datasets": [{"name": "cells", "builtin": "cells", "n": 4, "models": ["builtin:cells_vit", "builtin:cells_cnn"]}],
+    "explainers": ["rollout", "gradcam"],
+    "metrics": ["pointing_game", {"name": "deletion", "params": {"steps": 7}}, "otsu_segmentation"],
+}
+
+
+def test_builtin_study_config_is_valid():
+    cfg = load_config("builtin:attention-study")
+    assert {d.name for d in cfg.datasets} == {"cells", "ultrasound", "shortcut"}
+    assert "relevance_mass[marker]" in [m.key for m in cfg.metrics]
+
+
+@pytest.mark.parametrize(
+    "patch,needle",
+    [
+        ({"explainers": ["nope"]}, "unknown explainer"),
+        ({"explainers": [{"name": "rollout", "params": {"fusion": "max"}}]}, "no parameter"),
+        ({"metrics": ["nope"]}, "nope"),
+        ({"datasets": [{"name": "x", "builtin": "cells", "n": 2, "models": []}]}, "models"),
+        ({"datasets": [{"name": "x", "builtin": "cells", "n": 2, "models": ["m"], "colour": 1}]}, "unknown key"),
+        ({"metrics": []}, "non-empty"),
+    ],
+)
+def test_bad_configs_are_rejected(patch, needle):
+    with pytest.raises(vitlens.VitlensError, match=needle):
+        parse_config({**TINY, **patch})
+
+
+def test_config_files_yaml_and_toml(tmp_path):
+    import yaml
+
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(TINY))
+    toml = """name = "tiny"
+explainers = ["rollout"]
+metrics = ["pointing_game"]
+[[datasets]]
+name = "cells"
+builtin = "cells"
+n = 2
+models = ["builtin:cells_vit"]
+"""
+    (tmp_path / "s.toml").write_text(toml)
+    assert load_config(tmp_path / "s.yaml").to_dict() == parse_config(TINY).to_dict()
+    assert load_config(tmp_path / "s.toml").datasets[0].n == 2
+    (tmp_path / "bad.yaml").write_text("datasets: [\n")
+    with pytest.raises(ConfigError, match="cannot be parsed"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="unknown builtin study"):
+        load_config("builtin:nope")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    res = run_study(parse_config(TINY), run, progress=False)
+    return run, res
+
+
+def test_run_stores_every_image_metric_and_skips_what_does_not_apply(tiny_run):
+    run, res = tiny_run
+    # cells_vit: rollout + gradcam; cells_cnn: gradcam only (rollout skipped); 2 batches each
+    assert res["units"] == 8 and res["skipped"] == 2 and res["done"] == 6
+    frame = ResultsStore(run).frame()
+    m = vitlens.load_model("builtin:cells_vit")
+    otsu = vitlens.get_metric("otsu_segmentation")(m, torch.zeros(1, 3, 112, 112), torch.rand(1, 14, 14),
+                                                   masks=torch.ones(1, 112, 112, dtype=torch.bool))
+    expected = {("pointing_game", "score"), ("deletion(steps=7)", "score"), ("otsu_segmentation", "score")}
+    expected |= {("otsu_segmentation", k) for k in otsu.extra}
+    counts = frame.groupby(["metric_key", "output"]).size()
+    assert set(counts.index) == expected
+    assert (counts == 3 * 4).all()  # 3 (model, explainer) pairs that apply x 4 images
+    assert set(frame.groupby(["model", "explainer_key"]).image_id.nunique()) == {4}
+    skipped = [u for u in ResultsStore(run).units() if u["status"] == "skipped"]
+    assert all("gradcam" in u["reason"] for u in skipped)
+
+
+def test_stored_values_equal_direct_metric_calls(tiny_run):
+    run, _ = tiny_run
+    frame = ResultsStore(run).frame()
+    cfg = parse_config(TINY)
+    model = vitlens.load_model("builtin:cells_vit")
+    batch = load_batch(cfg.datasets[0], [0, 1], 0)
+    x, masks = to_model_input(model, batch)
+    out = vitlens.get_explainer("rollout", model).explain(x)
+    res = vitlens.get_metric("deletion", steps=7)(model, x, out.maps, target=out.target, masks=masks["evidence"])
+    stored = frame[(frame.model == "builtin:cells_vit") & (frame.explainer_key == "rollout")
+                   & (frame.metric_key == "deletion(steps=7)") & (frame.image_id < 2)].sort_values("image_id")
+    np.testing.assert_allclose(stored.value.to_numpy(), res.scores.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(np.stack(stored.curve.to_list()), res.curves.numpy(), rtol=1e-6)
+
+
+def test_killed_run_resumes_without_losing_or_redoing_work(tmp_path, monkeypatch, tiny_run):
+    real = store_mod.ResultsStore.write_unit
+    count = {"n": 0}
+
+    def die_after_three(self, *a, **k):
+        if count["n"] == 3:
+            raise KeyboardInterrupt
+        count["n"] += 1
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(store_mod.ResultsStore, "write_unit", die_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(parse_config(TINY), tmp_path, progress=False)
+    monkeypatch.setattr(store_mod.ResultsStore, "write_unit", real)
+    res = run_study(parse_config(TINY), tmp_path, progress=False)
+    assert res["computed_now"] == 3 and res["done"] == 6
+    key = ["model", "explainer_key", "metric_key", "output", "image_id"]
+    a = ResultsStore(tmp_path).frame().sort_values(key).reset_index(drop=True)
+    b = ResultsStore(tiny_run[0]).frame().sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a.drop(columns="curve"), b.drop(columns="curve"))
+    assert run_study(parse_config(TINY), tmp_path, progress=False)["computed_now"] == 0
+    with pytest.raises(ConfigError, match="another configuration"):
+        run_study(parse_config({**TINY, "seed": 1}), tmp_path, progress=False)
+
+
+def test_bootstrap_and_holm_against_hand_values():
+    lo, hi = bootstrap_ci(np.array([1.0, 1.0, 1.0, np.nan]))
+    assert lo == hi == 1.0
+    v = np.random.default_rng(0).normal(5.0, 1.0, 400)
+    lo, hi = bootstrap_ci(v)
+    se = v.std(ddof=1) / math.sqrt(v.size)  # the normal-theory interval the bootstrap should approximate
+    assert abs(lo - (v.mean() - 1.96 * se)) < 0.03 and abs(hi - (v.mean() + 1.96 * se)) < 0.03
+    assert math.isnan(bootstrap_ci(np.array([np.nan]))[0])
+    adj = holm([0.01, 0.04, 0.03, math.nan])
+    assert adj[0] == pytest.approx(0.03) and adj[2] == pytest.approx(0.06) and adj[1] == pytest.approx(0.06)
+    assert math.isnan(adj[3])
+
+
+def test_summary_means_ranks_and_direction():
+    rows = []
+    for e, vals in (("a", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), ("b", [2.0, 3.0, 4.0, 5.0, 6.0, 7.5]),
+                    ("c", [0.0, np.nan, 0.0, 0.0, 0.0, 0.0])):
+        for i, v in enumerate(vals):
+            for mk in ("up", "down"):
+                rows.append({"dataset": "d", "model": "m", "explainer_key": e, "metric_key": mk, "output": "score",
+                             "image_id": i, "value": v})
+    s = summarise(pd.DataFrame(rows), {"up": True, "down": False})
+    up = s[s.metric == "up"].set_index("explainer")
+    down = s[s.metric == "down"].set_index("explainer")
+    assert up.loc["a", "mean"] == pytest.approx(3.5) and up.loc["b", "mean"] == pytest.approx(27.5 / 6)
+    assert up.loc["c", "n_nan"] == 1 and up.loc["c", "n"] == 5
+    assert list(up.sort_values("rank").index) == ["b", "a", "c"] and bool(up.loc["b", "best"])
+    assert list(down.sort_values("rank").index) == ["c", "a", "b"]
+    assert up.loc["a", "p_vs_best"] < 0.05  # b > a on every image
+
+
+def test_report_files_and_cli(tiny_run, tmp_path):
+    run, _ = tiny_run
+    html = write_report(run, tmp_path).read_text()
+    assert "cells · builtin:cells_vit" in html and "rollout" in html and "Not applicable: rollout" in html
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    frame = ResultsStore(run).frame()
+    sel = frame[(frame.model == "builtin:cells_vit") & (frame.explainer_key == "rollout")
+                & (frame.metric_key == "pointing_game")]
+    row = summary[(summary.model == "builtin:cells_vit") & (summary.explainer == "rollout")
+                  & (summary.metric == "pointing_game")].iloc[0]
+    assert row["mean"] == pytest.approx(sel.value.mean())
+    assert "\\begin{tabular}" in (tmp_path / "tables.tex").read_text()
+    assert main(["report", str(run), "--out", str(tmp_path / "cli")]) == 0
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_unit_inputs_follow_the_model_preprocessing():
+    cfg = parse_config(TINY)
+    model = vitlens.load_model("builtin:cells_vit")
+    batch = load_batch(cfg.datasets[0], [3], 0)
+    x, masks = to_model_input(model, batch)
+    pre = model.preprocessing
+    pixels = torch.from_numpy(batch.images).permute(0, 3, 1, 2).float() / 255
+    expected = (pixels - torch.tensor(pre.mean)[:, None, None]) / torch.tensor(pre.std)[:, None, None]
+    assert torch.allclose(x, expected) and masks["evidence"].dtype == torch.bool
+    assert json.loads(json.dumps(cfg.to_dict()))["datasets"][0]["n"] == 4
