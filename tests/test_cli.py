@@ -98,6 +98,11 @@ def test_list_shows_every_explainer_with_citation():
     help_text = run("explain", "--help").stdout.replace("\n", " ")
     for name in vitlens.list_explainers():
         assert name in help_text
+    metrics = run("list", "--metrics").stdout
+    for name in vitlens.list_metrics():
+        line = next(ln for ln in metrics.splitlines() if ln.startswith(name + " "))
+        assert vitlens.metric_info(name)["citation"] in line
+        assert ("higher=better" in line) == vitlens.metric_info(name)["higher_is_better"]
 
 
 def test_method_spec_parsing():

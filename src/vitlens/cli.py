@@ -69,7 +69,17 @@ def resolve_target_arg(text: str | None, model) -> int | None:
 # ------------------------------------------------------------------------------------------ commands
 def cmd_list(args: argparse.Namespace) -> int:
     from .explainers import explainer_info, list_explainers
+    from .metrics import list_metrics, metric_info
 
+    if args.metrics:
+        for name in list_metrics():
+            info = metric_info(name)
+            direction = "higher=better" if info["higher_is_better"] else "lower=better"
+            print(f"{name:28s} {direction:13s} {info['citation']}")
+            if args.verbose:
+                params = ", ".join(f"{k}={v!r}" for k, v in info["params"].items()) or "-"
+                print(f"{'':28s} params: {params}")
+        return 0
     for name in list_explainers():
         info = explainer_info(name)
         kind = "class-specific" if info["class_specific"] else "class-agnostic"
@@ -328,8 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default: the run directory)")
     r.set_defaults(func=cmd_report)
 
-    ls = sub.add_parser("list", help="list the registered explainers with their citation")
+    from .metrics import list_metrics
+
+    ls = sub.add_parser(
+        "list", help="list the registered explainers (or metrics) with their citation",
+        description="Metrics: " + ", ".join(list_metrics()) + ".",
+    )
     ls.add_argument("-v", "--verbose", action="store_true", help="also show parameters")
+    ls.add_argument("--metrics", action="store_true", help="list the metrics instead of the explainers")
     ls.set_defaults(func=cmd_list)
     return p
 

@@ -111,6 +111,16 @@ def _rows(unit, batch: Batch, metric_key: str, metric_name: str, res, expl_out, 
     return rows
 
 
+def _metric(comp):
+    """The metric of a config entry; per-metric progress bars are off unless asked for (the run has one)."""
+    from ..metrics import metric_info
+
+    params = dict(comp.params)
+    if "progress" in metric_info(comp.name)["params"]:
+        params.setdefault("progress", False)
+    return get_metric(comp.name, **params)
+
+
 def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a study into ``run_dir``; returns counts of done, skipped and newly computed units."""
     from tqdm.auto import tqdm
@@ -126,7 +136,7 @@ def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: b
 
     units = plan(cfg)
     todo = [u for u in units if store.status(u["id"]) is None]
-    metrics = [(m, get_metric(m.name, **m.params)) for m in cfg.metrics]
+    metrics = [(m, _metric(m)) for m in cfg.metrics]
     models: dict[str, Model] = {}
     explainers: dict[tuple[str, str], Any] = {}
     computed = 0
