@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vitlens
-from vitlens.explainers.attention import add_residual, discard_lowest, rollout_row
+from vitlens.explainers.attention import discard_lowest, rollout_row
 
 from .conftest import VIT_ZOO, images_for, zoo_model
 from .reference import reference_gradcam, reference_map
@@ -149,8 +149,7 @@ def test_rollout_of_identity_attention_keeps_only_the_cls_token():
             return r
 
     n = 5
-    mats = [add_residual(torch.eye(n).expand(2, n, n), 0.5) for _ in range(4)]
-    row = rollout_row(_M(), mats)
+    row = rollout_row(_M(), [torch.eye(n).expand(2, n, n)] * 4, alpha=0.5)
     assert torch.equal(row, torch.eye(n)[0].expand(2, n))
 
 

@@ -45,26 +45,25 @@ def discard_lowest(a: torch.Tensor, ratio: float) -> torch.Tensor:
     return flat.reshape(b, n, n)
 
 
-def add_residual(a: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``Â = α·A + (1−α)·I`` with rows renormalised to sum to 1 (the residual connection)."""
-    n = a.shape[-1]
-    eye = torch.eye(n, dtype=a.dtype, device=a.device)
-    m = alpha * a + (1.0 - alpha) * eye
-    return m / m.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(m.dtype).tiny)
-
-
 def readout_row(model: Model, n: int, batch: int, device, dtype) -> torch.Tensor:
     """The readout vector as ``[B, 1, N]``."""
     return model.readout(n).to(device=device, dtype=dtype).expand(batch, 1, n).clone()
 
 
-def rollout_row(model: Model, mats: list[torch.Tensor]) -> torch.Tensor:
-    """Readout row of ``Â_L ⋯ Â_1`` for per-layer matrices ``mats`` (``[B, N, N]``, forward order):
-    ``r ← r · Â_l`` for ``l = L … 1``. Returns ``[B, N]``."""
+def rollout_row(model: Model, mats: list[torch.Tensor], alpha: float) -> torch.Tensor:
+    """Readout row of ``Â_L ⋯ Â_1`` with ``Â = rownorm(α·A + (1−α)·I)`` for fused per-layer matrices ``mats``
+    (``[B, N, N]``, forward order): ``r ← r · Â_l`` for ``l = L … 1``. Returns ``[B, N]``.
+
+    ``Â`` is never built: with row sums ``s = α·A·1 + (1−α)`` and ``u = r / s``,
+    ``r · Â = α·(u · A) + (1−α)·u``, which saves two N×N passes per layer.
+    """
     b, n, _ = mats[-1].shape
     r = readout_row(model, n, b, mats[-1].device, mats[-1].dtype)
-    for m in reversed(mats):
-        r = torch.bmm(r, m)
+    tiny = torch.finfo(r.dtype).tiny
+    for a in reversed(mats):
+        s = (alpha * a.sum(dim=-1) + (1.0 - alpha)).clamp_min(tiny)[:, None, :]  # [B, 1, N]
+        u = r / s
+        r = alpha * torch.bmm(u, a) + (1.0 - alpha) * u
     return r[:, 0]
 
 
@@ -155,11 +154,9 @@ class Rollout(_AttentionExplainer):
     @torch.no_grad()
     def _explain(self, x, target):
         attns, _, logits, t = attention_pass(self.model, x, target, grad=False)
-        mats = [
-            add_residual(discard_lowest(fuse_heads(a, self.head_fusion), self.discard_ratio), self.alpha)
-            for a in attns
-        ]
-        return Explanation(to_grid(self.model, rollout_row(self.model, mats), x.shape[-2:]), logits, t)
+        mats = [discard_lowest(fuse_heads(a, self.head_fusion), self.discard_ratio) for a in attns]
+        row = rollout_row(self.model, mats, self.alpha)
+        return Explanation(to_grid(self.model, row, x.shape[-2:]), logits, t)
 
 
 @register
@@ -181,10 +178,8 @@ class GradRollout(Rollout):
         attns, grads, logits, t = attention_pass(self.model, x, target, grad=True)
         with torch.no_grad():
             mats = [
-                add_residual(
-                    discard_lowest(fuse_heads((a * g).clamp_min(0), self.head_fusion), self.discard_ratio),
-                    self.alpha,
-                )
+                discard_lowest(fuse_heads((a * g).clamp_min(0), self.head_fusion), self.discard_ratio)
                 for a, g in zip(attns, grads, strict=True)
             ]
-            return Explanation(to_grid(self.model, rollout_row(self.model, mats), x.shape[-2:]), logits, t)
+            row = rollout_row(self.model, mats, self.alpha)
+            return Explanation(to_grid(self.model, row, x.shape[-2:]), logits, t)
