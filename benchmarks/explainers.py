@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
+from timing import interleaved  # benchmarks/timing.py, next to this script
 
 import vitlens
 
@@ -27,23 +27,6 @@ TARGETS = {
     "gradcam": 1.5,
     "attention_gradcam": 2.5,
 }
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def interleaved(base, fn, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``base`` and ``fn``, run alternately so that drift in machine load hits both."""
-    base()
-    fn()  # warm-up
-    tb, tf = [], []
-    for _ in range(repeats):
-        tb.append(_timed(base))
-        tf.append(_timed(fn))
-    return statistics.median(tb), statistics.median(tf)
 
 
 def bench_model(name: str, batch: int, repeats: int, device: str) -> list[tuple[str, float, float]]:

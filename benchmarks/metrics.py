@@ -24,36 +24,18 @@ after one warm-up, the two sides of a comparison run alternately so that drift i
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 
 import numpy as np
 import torch
+from timing import interleaved  # benchmarks/timing.py, next to this script
 
 import vitlens
 
 FORWARD_TARGET = 1.2
 QUANTUS_TARGET = 5.0
 PARITY_TARGET = 0.9  # deletion: both sides run the same forwards, so parity (within noise) is the ceiling
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def interleaved(base, fn, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``base`` and ``fn``, run alternately so that drift in machine load hits both."""
-    base()
-    fn()  # warm-up
-    tb, tf = [], []
-    for _ in range(repeats):
-        tb.append(_timed(base))
-        tf.append(_timed(fn))
-    return statistics.median(tb), statistics.median(tf)
 
 
 def bench_forward_ratio(model: vitlens.Model, x: torch.Tensor, maps: torch.Tensor, repeats: int):
