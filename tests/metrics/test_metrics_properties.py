@@ -42,15 +42,6 @@ CHEAP = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is as fast, and far faster when another job loads the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_every_metric_is_classified():
     assert set(ALL) == set(RANKING) | set(MASS) | {"sparseness"}
     assert set(ALL) >= {

@@ -17,15 +17,6 @@ from vitlens.metrics import otsu_threshold
 from vitlens.metrics.faithfulness import gaussian_blur
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is as fast, and far faster when another job loads the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # --------------------------------------------------------------------------------------------- Quantus
 def _localisation_inputs(b: int = 5, h: int = 48, w: int = 40, seed: int = 0):
     """Pixel-resolution, tie-free, non-negative maps (upsampling is then the identity) and blob masks."""

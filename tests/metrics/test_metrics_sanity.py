@@ -14,15 +14,6 @@ from vitlens.metrics import rankdata, spearman
 from vitlens.metrics.sanity import cascade
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is as fast, and far faster when another job loads the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------------------------------- Spearman
 def test_rankdata_and_spearman_equal_scipy_with_ties():
     stats = pytest.importorskip("scipy.stats")
