@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ExplainerError, InputError, ModelError
+from .trace import BlockTrace, HeadTrace
 
 Family = Literal["vit", "swin", "cnn"]
 
@@ -280,6 +281,56 @@ class Model:
 
     def attention_modules(self) -> list[nn.Module]:
         return []
+
+    @contextlib.contextmanager
+    def trace_blocks(
+        self, layers: Sequence[int] | None = None
+    ) -> Iterator[tuple[list[BlockTrace], HeadTrace]]:
+        """Record every tensor inside the blocks (all, or those indexed by ``layers``) and the classifier's
+        reading of the final tokens, for forwards inside the context (see :mod:`vitlens.models.trace`).
+
+        Like :meth:`record_attention`, attention switches to the explicit path and the model is restored
+        afterwards. Raises a VitlensError for blocks that are not the standard pre-norm block.
+        """
+        self.require_trace()
+        mods = self.attention_modules()
+        idx = list(range(len(mods)))
+        if layers is not None:
+            try:
+                idx = [idx[i] for i in layers]
+            except (IndexError, TypeError):
+                raise ExplainerError(
+                    f"layers={layers!r} are not block indices of {self.name!r} ({len(mods)} blocks)"
+                ) from None
+        traces = [BlockTrace() for _ in idx]
+        head = HeadTrace(num_prefix_tokens=self.num_prefix_tokens)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.evaluating())
+            stack.enter_context(self._explicit_attention(mods))
+            handles: list = []
+            try:
+                for i, t in zip(idx, traces, strict=True):
+                    handles += self._trace_block_hooks(i, t)
+                handles += self._trace_head_hooks(head)
+                yield traces, head
+            finally:
+                for h in handles:
+                    h.remove()
+
+    def require_trace(self, method: str = "this method") -> None:
+        """Raise a clear error when the blocks cannot be traced (not the standard pre-norm block)."""
+        self.require_attention(method)
+
+    def _trace_block_hooks(self, index: int, trace: BlockTrace) -> list:
+        raise ExplainerError(f"block tracing is not implemented for {type(self).__name__}")
+
+    def _trace_head_hooks(self, head: HeadTrace) -> list:
+        raise ExplainerError(f"head tracing is not implemented for {type(self).__name__}")
+
+    def head_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits the classifier gives for a residual stream ``[B, N, D]`` taken after any block: the final
+        norm, the pooling and the head(s), exactly as after the last block (used by LeGrad-style methods)."""
+        raise ExplainerError(f"model {self.name!r} cannot classify intermediate tokens")
 
     @contextlib.contextmanager
     def _explicit_attention(self, modules: list[nn.Module]) -> Iterator[None]:

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import ExplainerError, InputError, ModelError
 from .base import Model, Preprocessing
+from .trace import BlockTrace, HeadTrace
 
 HF_CLASSES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher")
 
@@ -137,6 +138,91 @@ class HFViT(Model):
             store.append(weights)
 
         return module.register_forward_hook(hook)
+
+    # ---- tracing inside blocks
+    def _head_linears(self) -> list[nn.Module]:
+        m = self.module
+        if type(m).__name__ == "DeiTForImageClassificationWithTeacher":
+            return [m.cls_classifier, m.distillation_classifier]
+        return [m.classifier]
+
+    def _trace_block_hooks(self, index: int, t: BlockTrace) -> list:
+        layer = self._layers[index]
+        att = layer.attention
+        d = int(att.head_dim)
+
+        def set_in(name):
+            return lambda _m, args: setattr(t, name, args[0])
+
+        outs = {}
+
+        def heads(name):
+            def hook(_m, _a, out):
+                b, n, _ = out.shape
+                outs[name] = out
+                if name == "v":
+                    t.qkv_out = torch.cat([outs["q"], outs["k"], outs["v"]], dim=-1)
+                setattr(t, name, out.view(b, n, -1, d).transpose(1, 2))
+
+            return hook
+
+        def attention(_m, _a, out):
+            t.attn = out[1]
+
+        def set_(name):  # layers may return a tuple
+            return lambda _m, _a, out: setattr(t, name, out[0] if isinstance(out, tuple) else out)
+
+        t.scale = float(att.scaling)
+        t.w_qkv = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight])
+        t.w_proj, t.w_fc1, t.w_fc2 = att.o_proj.weight, layer.mlp.fc1.weight, layer.mlp.fc2.weight
+        qkv_bias = [att.q_proj.bias, att.k_proj.bias, att.v_proj.bias]
+        t.b_qkv = None if any(b is None for b in qkv_bias) else torch.cat(qkv_bias)
+        t.b_proj, t.b_fc1, t.b_fc2 = att.o_proj.bias, layer.mlp.fc1.bias, layer.mlp.fc2.bias
+        return [
+            att.o_proj.register_forward_hook(set_("proj_out")),
+            layer.mlp.fc1.register_forward_hook(set_("fc1_out")),
+            layer.mlp.fc2.register_forward_hook(set_("fc2_out")),
+            layer.register_forward_pre_hook(set_in("x")),
+            layer.register_forward_hook(set_("out")),
+            layer.layernorm_before.register_forward_hook(set_("ln1")),
+            att.q_proj.register_forward_hook(heads("q")),
+            att.k_proj.register_forward_hook(heads("k")),
+            att.v_proj.register_forward_hook(heads("v")),
+            att.register_forward_hook(attention),
+            att.o_proj.register_forward_pre_hook(set_in("ctx")),
+            att.o_proj.register_forward_hook(set_("attn_out")),
+            layer.layernorm_after.register_forward_hook(set_("ln2")),
+            layer.mlp.fc2.register_forward_pre_hook(set_in("hidden")),
+            layer.mlp.fc2.register_forward_hook(set_("mlp_out")),
+        ]
+
+    def _trace_head_hooks(self, head: HeadTrace) -> list:
+        linears = self._head_linears()
+        if not all(isinstance(lin, nn.Linear) for lin in linears):
+            raise ExplainerError(f"model {self.name!r} has no linear classification head")
+        head.pool = "distilled" if len(linears) == 2 else "token"
+        head.weights = [lin.weight for lin in linears]
+        head.biases = [lin.bias for lin in linears]
+        head.inputs = [None] * len(linears)
+
+        def store(i):
+            def hook(_m, args):
+                head.inputs[i] = args[0]
+
+            return hook
+
+        return [
+            self.module.base_model.layernorm.register_forward_hook(lambda _m, _a, out: setattr(head, "tokens", out)),
+            *(lin.register_forward_pre_hook(store(i)) for i, lin in enumerate(linears)),
+        ]
+
+    def head_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        with self.evaluating():
+            z = self.module.base_model.layernorm(tokens)
+            linears = self._head_linears()
+            if len(linears) == 2:
+                return (linears[0](z[:, 0]) + linears[1](z[:, 1])) / 2
+            return linears[0](z[:, 0])
 
     def feature_site(self, layer, input_hw):
         n = len(self._layers)

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import ExplainerError, InputError
 from .base import Model, Preprocessing
+from .trace import BlockTrace, HeadTrace
 
 
 def timm_preprocessing(module: nn.Module) -> Preprocessing:
@@ -152,6 +153,85 @@ class TimmViT(_TimmModel):
     def _hook_attention(self, module: nn.Module, store: list[torch.Tensor]):
         return module.attn_drop.register_forward_hook(lambda _m, _a, out: store.append(out))
 
+    # ---- tracing inside blocks
+    def require_trace(self, method: str = "this method") -> None:
+        from timm.layers import Mlp
+
+        self.require_attention(method)
+        for i, blk in enumerate(self.module.blocks):
+            if type(blk.mlp) is not Mlp:
+                raise ExplainerError(
+                    f"{method} cannot run on {self.name!r}: block {i} has a {type(blk.mlp).__name__} MLP, "
+                    "not timm's standard Mlp (fc1 -> act -> fc2)"
+                )
+            if getattr(blk.attn, "gate", None) is not None:
+                raise ExplainerError(f"{method} cannot run on {self.name!r}: block {i} has gated attention")
+
+    def _trace_block_hooks(self, index: int, t: BlockTrace) -> list:
+        blk = self.module.blocks[index]
+        attn = blk.attn
+        h, d = attn.num_heads, attn.head_dim
+
+        def set_(name):
+            return lambda _m, _a, out: setattr(t, name, out)
+
+        def set_in(name):
+            return lambda _m, args: setattr(t, name, args[0])
+
+        def qkv(_m, _a, out):
+            b, n, _ = out.shape
+            t.qkv_out = out
+            t.v = out.reshape(b, n, 3, h, d).permute(2, 0, 3, 1, 4)[2]
+
+        t.scale = float(attn.scale)
+        t.w_qkv, t.w_proj = attn.qkv.weight, attn.proj.weight
+        t.w_fc1, t.w_fc2 = blk.mlp.fc1.weight, blk.mlp.fc2.weight
+        t.b_qkv, t.b_proj, t.b_fc1, t.b_fc2 = attn.qkv.bias, attn.proj.bias, blk.mlp.fc1.bias, blk.mlp.fc2.bias
+        return [
+            attn.proj.register_forward_hook(set_("proj_out")),
+            blk.mlp.fc1.register_forward_hook(set_("fc1_out")),
+            blk.mlp.fc2.register_forward_hook(set_("fc2_out")),
+            blk.register_forward_pre_hook(set_in("x")),
+            blk.register_forward_hook(set_("out")),
+            blk.norm1.register_forward_hook(set_("ln1")),
+            attn.qkv.register_forward_hook(qkv),
+            attn.q_norm.register_forward_hook(set_("q")),
+            attn.k_norm.register_forward_hook(set_("k")),
+            attn.attn_drop.register_forward_hook(set_("attn")),
+            attn.proj.register_forward_pre_hook(set_in("ctx")),
+            blk.ls1.register_forward_hook(set_("attn_out")),
+            blk.norm2.register_forward_hook(set_("ln2")),
+            blk.mlp.fc2.register_forward_pre_hook(set_in("hidden")),
+            blk.ls2.register_forward_hook(set_("mlp_out")),
+        ]
+
+    def _trace_head_hooks(self, head: HeadTrace) -> list:
+        m = self.module
+        head.pool = "avg" if m.global_pool == "avg" else ("distilled" if self.is_distilled else "token")
+        linears = [m.head, m.head_dist] if head.pool == "distilled" else [m.head]
+        if not all(isinstance(lin, nn.Linear) for lin in linears):
+            raise ExplainerError(f"model {self.name!r} has no linear classification head")
+        head.weights = [lin.weight for lin in linears]
+        head.biases = [lin.bias for lin in linears]
+        head.inputs = [None] * len(linears)
+
+        def store(i):
+            def hook(_m, args):
+                head.inputs[i] = args[0]
+
+            return hook
+
+        return [
+            m.norm.register_forward_hook(lambda _m, _a, out: setattr(head, "tokens", out)),
+            *(lin.register_forward_pre_hook(store(i)) for i, lin in enumerate(linears)),
+        ]
+
+    def head_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        with self.evaluating():
+            out = m.forward_head(m.norm(tokens))
+        return out[0] if isinstance(out, tuple) else out
+
     def feature_site(self, layer, input_hw) -> tuple[nn.Module, str, Callable[[torch.Tensor], torch.Tensor]]:
         blocks = self.module.blocks
         idx = -1 if layer is None else layer
@@ -171,9 +251,10 @@ class TimmSwin(_TimmModel):
 
     def require_attention(self, method: str = "this method") -> None:
         raise ExplainerError(
-            f"{method} needs global self-attention with a class token; {self.name!r} is a Swin Transformer "
-            "(shifted-window attention, mean-pooled head), for which no window-aware variant is implemented "
-            "yet; use 'gradcam' for Swin"
+            f"{method} needs global self-attention read out through a class token; {self.name!r} is a Swin "
+            "Transformer (attention only inside shifted local windows, patch merging, mean-pooled head), and no "
+            "established attention-flow method is defined for that; use 'gradcam', 'attnlrp' or a gradient or "
+            "perturbation method for Swin"
         )
 
     def _check_spatial(self, hw: tuple[int, int]) -> None:
