@@ -1,4 +1,4 @@
-"""The ``vitlens`` command line: ``explain``, ``list`` (and more as the project grows).
+"""The ``vitlens`` command line: ``explain``, ``list``, ``serve`` (and more as the project grows).
 
 A :class:`~vitlens.errors.VitlensError` prints one line ``vitlens: error: ...`` and exits with status 2;
 ``--debug`` shows the traceback instead.
@@ -71,6 +71,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .explainers import explainer_info, list_explainers
     from .metrics import list_metrics, metric_info
 
+    if args.coverage:
+        from .explainers.coverage import coverage_matrix, to_markdown
+
+        sys.stdout.write(to_markdown(coverage_matrix()))
+        return 0
     if args.metrics:
         for name in list_metrics():
             info = metric_info(name)
@@ -260,6 +265,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .app import serve
+
+    return serve(args.model, host=args.host, port=args.port, seed=args.seed)
+
+
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     from .explainers import list_explainers
@@ -338,6 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default: the run directory)")
     r.set_defaults(func=cmd_report)
 
+    sv = sub.add_parser(
+        "serve", help="web app: explain images in the browser, compare methods, scores",
+        description="Serves the builtin models unless --model is given. Binds only --host (default: this "
+        "machine only); the app has no authentication.",
+    )
+    sv.add_argument("--model", action="append", help="model spec to serve (repeatable); default: the builtin models")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    sv.add_argument("--seed", type=int, default=0, help="seed for random-init weights (models without a checkpoint)")
+    sv.set_defaults(func=cmd_serve)
+
     from .metrics import list_metrics
 
     ls = sub.add_parser(
@@ -346,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("-v", "--verbose", action="store_true", help="also show parameters")
     ls.add_argument("--metrics", action="store_true", help="list the metrics instead of the explainers")
+    ls.add_argument(
+        "--coverage",
+        action="store_true",
+        help="run every explainer on a small model of each family and print the coverage matrix (Markdown)",
+    )
     ls.set_defaults(func=cmd_list)
     return p
 
