@@ -1,6 +1,6 @@
 """Explainers, registered by name (``vitlens.list_explainers()``); importing this package registers them."""
 
-from . import attention, cam, chefer, gradient, perturbation, relevance  # noqa: F401  (registration side effects)
+from . import attention, cam, chefer, gradient, lrp, perturbation, relevance  # noqa: F401  (registration side effects)
 from .base import Explainer, Explanation
 from .registry import applicable_explainers, explainer_class, explainer_info, get_explainer, list_explainers
 
