@@ -28,6 +28,12 @@ TARGETS = {
     "attention_gradcam": 2.5,
     "chefer2021": 6.5,
     "attnlrp": 3.0,
+    "agcam": 2.5,  # forward + a backward through the MLPs and attention outputs only
+    "isaw": 2.5,  # forward + backward, like grad_rollout
+    "legrad": 2.5,  # forward + one short backward per layer
+    # one exact max-flow per patch (benchmarks/attention_flow.py): ~3 s per 197-token image on one CPU thread,
+    # whatever the model width, so its ratio to a forward falls with model size (deit_tiny 60-100x, vit_base ~5x)
+    "attention_flow": 150.0,
 }
 
 
