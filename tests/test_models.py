@@ -8,6 +8,7 @@ from torch import nn
 
 import vitlens
 from vitlens.explainers.attention import attention_pass
+from vitlens.explainers.coverage import fast_params
 
 from .conftest import VIT_ZOO, images_for, zoo_model
 
@@ -70,11 +71,11 @@ def test_model_left_exactly_as_found_after_every_explainer(zoo):
         x = images_for(model, batch=2)
         eval_maps = {}
         for name in vitlens.applicable_explainers(model):
-            eval_maps[name] = vitlens.get_explainer(name, model)(x)
+            eval_maps[name] = vitlens.get_explainer(name, model, **fast_params(name))(x)
             assert _state(model) == before, name
         model.module.eval()
         for name, maps in eval_maps.items():  # explainers ran in eval mode (dropout off) all along
-            assert torch.allclose(vitlens.get_explainer(name, model)(x), maps, atol=1e-6)
+            assert torch.allclose(vitlens.get_explainer(name, model, **fast_params(name))(x), maps, atol=1e-6)
     finally:
         model.module.eval()
         first.requires_grad_(True)

@@ -21,6 +21,9 @@ from .models import list_builtin, load_model
 from .report.html import Row, Section, outline, render_page
 from .report.overlay import overlay, save_grid
 
+# lighter settings for the costliest methods, so the demo stays a quick first look (each is stated on the page)
+DEMO_PARAMS = {"rise": {"n_masks": 500}, "smoothgrad": {"n_samples": 16}, "integrated_gradients": {"n_steps": 16}}
+
 
 def demo(out: str | Path, benchmark: str = "cells", n_images: int = 6, seed: int = 0) -> Path:
     from .data.synthetic import get_benchmark
@@ -45,13 +48,14 @@ def demo(out: str | Path, benchmark: str = "cells", n_images: int = 6, seed: int
         pre = model.preprocessing
         x = _normalise(images, pre.mean, pre.std)
         methods = applicable_explainers(model)
-        results = {m: get_explainer(m, model).explain(x) for m in methods}
+        results = {m: get_explainer(m, model, **DEMO_PARAMS.get(m, {})).explain(x) for m in methods}
         probs = torch.softmax(next(iter(results.values())).logits, dim=-1)
         card = model.card or {}
         acc = card.get("test_accuracy")
         sec = Section(
             heading=f"builtin:{name} — {card.get('architecture', {}).get('timm_name', '')}",
-            text=f"test accuracy {acc:.1%} on {card.get('test_size')} images; methods: {', '.join(methods)}"
+            text=f"test accuracy {acc:.1%} on {card.get('test_size')} images; methods: {', '.join(methods)} "
+            f"(demo settings: {DEMO_PARAMS})"
             if acc is not None else "",
         )
         for i, s in enumerate(samples):
