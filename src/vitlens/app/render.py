@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ..maps import upsample
+from ..report.html import mask_edge
 from ..report.overlay import colorize, overlay
 
 
@@ -44,18 +45,8 @@ def heat_rgb(heat: np.ndarray) -> np.ndarray:
 
 def outline_rgba(mask: np.ndarray, colour=(255, 255, 255)) -> np.ndarray:
     """A transparent layer with the boundary of a boolean mask (2 px wide, white with a dark edge)."""
-    m = mask.astype(bool)
-    h, w = m.shape
-    out = np.zeros((h, w, 4), np.uint8)
-    if not m.any():
-        return out
-    inner = m.copy()
-    inner[1:, :] &= m[:-1, :]
-    inner[:-1, :] &= m[1:, :]
-    inner[:, 1:] &= m[:, :-1]
-    inner[:, :-1] &= m[:, 1:]
-    edge = m & ~inner
-    out[edge] = (*colour, 255)
+    out = np.zeros((*mask.shape[:2], 4), np.uint8)
+    out[mask_edge(mask)] = (*colour, 255)
     return out
 
 

@@ -18,18 +18,21 @@ def png_data_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def outline(image: np.ndarray, mask: np.ndarray, colour=(255, 255, 255)) -> np.ndarray:
-    """Draw the boundary of a boolean mask onto a copy of a uint8 RGB image."""
-    out = image.copy()
+def mask_edge(mask: np.ndarray) -> np.ndarray:
+    """The boundary pixels of a boolean mask: mask pixels with a 4-neighbour outside it."""
     m = mask.astype(bool)
-    if not m.any():
-        return out
     inner = m.copy()
     inner[1:, :] &= m[:-1, :]
     inner[:-1, :] &= m[1:, :]
     inner[:, 1:] &= m[:, :-1]
     inner[:, :-1] &= m[:, 1:]
-    out[m & ~inner] = colour
+    return m & ~inner
+
+
+def outline(image: np.ndarray, mask: np.ndarray, colour=(255, 255, 255)) -> np.ndarray:
+    """Draw the boundary of a boolean mask onto a copy of a uint8 RGB image."""
+    out = image.copy()
+    out[mask_edge(mask)] = colour
     return out
 
 
