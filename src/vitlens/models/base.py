@@ -327,6 +327,26 @@ class Model:
     def _trace_head_hooks(self, head: HeadTrace) -> list:
         raise ExplainerError(f"head tracing is not implemented for {type(self).__name__}")
 
+    def _hook_head(self, head: HeadTrace, final_norm: nn.Module, linears: list[nn.Module]) -> list:
+        """Hooks filling ``head`` for adapters whose classifier is linear head(s) after a final norm: the
+        norm's output (the final tokens) and each head linear's input, with the linears' weights."""
+        if not all(isinstance(lin, nn.Linear) for lin in linears):
+            raise ExplainerError(f"model {self.name!r} has no linear classification head")
+        head.weights = [lin.weight for lin in linears]
+        head.biases = [lin.bias for lin in linears]
+        head.inputs = [None] * len(linears)
+
+        def store(i):
+            def hook(_m, args):
+                head.inputs[i] = args[0]
+
+            return hook
+
+        return [
+            final_norm.register_forward_hook(lambda _m, _a, out: setattr(head, "tokens", out)),
+            *(lin.register_forward_pre_hook(store(i)) for i, lin in enumerate(linears)),
+        ]
+
     def head_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits the classifier gives for a residual stream ``[B, N, D]`` taken after any block: the final
         norm, the pooling and the head(s), exactly as after the last block (used by LeGrad-style methods)."""

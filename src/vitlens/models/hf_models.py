@@ -198,23 +198,8 @@ class HFViT(Model):
 
     def _trace_head_hooks(self, head: HeadTrace) -> list:
         linears = self._head_linears()
-        if not all(isinstance(lin, nn.Linear) for lin in linears):
-            raise ExplainerError(f"model {self.name!r} has no linear classification head")
         head.pool = "distilled" if len(linears) == 2 else "token"
-        head.weights = [lin.weight for lin in linears]
-        head.biases = [lin.bias for lin in linears]
-        head.inputs = [None] * len(linears)
-
-        def store(i):
-            def hook(_m, args):
-                head.inputs[i] = args[0]
-
-            return hook
-
-        return [
-            self.module.base_model.layernorm.register_forward_hook(lambda _m, _a, out: setattr(head, "tokens", out)),
-            *(lin.register_forward_pre_hook(store(i)) for i, lin in enumerate(linears)),
-        ]
+        return self._hook_head(head, self.module.base_model.layernorm, linears)
 
     def head_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         with self.evaluating():

@@ -209,22 +209,7 @@ class TimmViT(_TimmModel):
         m = self.module
         head.pool = "avg" if m.global_pool == "avg" else ("distilled" if self.is_distilled else "token")
         linears = [m.head, m.head_dist] if head.pool == "distilled" else [m.head]
-        if not all(isinstance(lin, nn.Linear) for lin in linears):
-            raise ExplainerError(f"model {self.name!r} has no linear classification head")
-        head.weights = [lin.weight for lin in linears]
-        head.biases = [lin.bias for lin in linears]
-        head.inputs = [None] * len(linears)
-
-        def store(i):
-            def hook(_m, args):
-                head.inputs[i] = args[0]
-
-            return hook
-
-        return [
-            m.norm.register_forward_hook(lambda _m, _a, out: setattr(head, "tokens", out)),
-            *(lin.register_forward_pre_hook(store(i)) for i, lin in enumerate(linears)),
-        ]
+        return self._hook_head(head, m.norm, linears)
 
     def head_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         m = self.module
