@@ -250,6 +250,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench.config import load_config
     from .bench.runner import run_study
 
+    if args.init:
+        from .bench.templates import init_config
+
+        layout, data_dir = args.init
+        text = init_config(layout, data_dir, args.model, seed=args.seed)
+        dest = Path(args.config or f"{Path(data_dir).resolve().name}-study.yaml")
+        if dest.exists() and not args.force:
+            raise InputError(f"{dest} exists; pass --force to overwrite it, or name another file")
+        import yaml
+
+        from .bench.config import parse_config
+
+        parse_config(yaml.safe_load(text), str(dest), dest.resolve().parent)  # the template must be valid
+        dest.write_text(text)
+        print(f"wrote {dest}; run it with: vitlens bench {dest}")
+        return 0
+    if not args.config:
+        raise InputError("vitlens bench needs a CONFIG (or --init LAYOUT DIR to write one)")
     cfg = load_config(args.config)
     run_dir = args.out or f"runs/{cfg.name}"
     res = run_study(cfg, run_dir, progress=not args.quiet)
@@ -339,7 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="run a study: models x explainers x datasets x metrics (resumable)",
         description="CONFIG: a YAML/TOML file or builtin:NAME (" + ", ".join(builtin_configs()) + ").",
     )
-    b.add_argument("config", help="study config file or builtin:NAME")
+    b.add_argument("config", nargs="?",
+                   help="study config or builtin:NAME (with --init: the file to write; default <DIR>-study.yaml)")
+    b.add_argument("--init", nargs=2, metavar=("LAYOUT", "DIR"),
+                   help="write a ready config for data set DIR in LAYOUT (busi, kvasir, pbc, voc, coco, csv, folders)")
+    b.add_argument("--model", action="append",
+                   help="with --init: model spec(s) to study (default: the README's fine-tuned ViT-B/16 dirs)")
+    b.add_argument("--seed", type=int, default=0, help="with --init: the study seed")
+    b.add_argument("--force", action="store_true", help="with --init: overwrite an existing config file")
     b.add_argument("--out", help="run directory (default runs/<name>); rerun to resume")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_bench)

@@ -54,12 +54,30 @@ class Component:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """One data set of a study: a builtin benchmark (``builtin``) or a directory on disk (``path``).
+
+    Disk data sets: ``layout`` (auto-detected by default), ``split`` (the layout's split or vitlens' seeded
+    80/10/10 one; ``all`` for every image), ``classes`` (only images of these classes, e.g. the
+    disease-positive ones as in seed 001), ``n`` images from ``start`` (all when omitted),
+    ``foreground_masks`` (``auto``: the ``vitlens masks`` cache in the data set if present; a directory; or
+    ``none``), ``labels`` (``match``: the model's classes must be the data set's; ``ignore``: e.g. an
+    ImageNet model on Pascal VOC, where only the masks matter) and ``target`` (explain the ``predicted``
+    class, or the ``label``).
+    """
+
     name: str
     models: list[str]
     builtin: str | None = None
     split: str = "test"
-    n: int = 64
+    n: int | None = 64
     start: int = 0
+    path: str | None = None
+    layout: str = "auto"
+    classes: list[str] | None = None
+    split_seed: int = 0
+    foreground_masks: str | None = "auto"
+    labels: str = "match"
+    target: str = "predicted"
 
 
 @dataclass
@@ -95,28 +113,53 @@ def _component(raw: Any, where: str) -> Component:
     raise ConfigError(f"{where}: entries are NAME or {{name: NAME, params: {{...}}}}, got {raw!r}")
 
 
-def _dataset(raw: Any, where: str) -> DatasetSpec:
+def _dataset(raw: Any, where: str, base_dir: Path | None = None) -> DatasetSpec:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a dataset is a mapping with name, builtin, n and models, got {raw!r}")
-    known = {"name", "builtin", "split", "n", "start", "models"}
+    known = {"name", "builtin", "path", "layout", "split", "split_seed", "classes", "n", "start", "models",
+             "foreground_masks", "labels", "target"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(known)}")
-    if "builtin" not in raw:
-        raise ConfigError(f"{where}: only builtin benchmarks are supported so far (key 'builtin')")
+    raw = {k: v for k, v in raw.items() if v is not None or k == "foreground_masks"}
+    if ("builtin" in raw) == ("path" in raw):
+        raise ConfigError(f"{where}: give exactly one of 'builtin' (a builtin benchmark) or 'path' (a data set)")
     models = raw.get("models")
     if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
         raise ConfigError(f"{where}: 'models' must be a non-empty list of model specs")
-    n = raw.get("n", 64)
-    if not isinstance(n, int) or n < 1:
+    n = raw.get("n", 64 if "builtin" in raw else None)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ConfigError(f"{where}: 'n' must be a positive integer, got {n!r}")
+    split = str(raw.get("split", "test"))
+    if split not in ("train", "val", "test") and not (split == "all" and "path" in raw):
+        raise ConfigError(f"{where}: 'split' must be train, val or test (or all, for a data set on disk)")
+    classes = raw.get("classes")
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
+        raise ConfigError(f"{where}: 'classes' must be a list of class names, got {classes!r}")
+    for key, valid in (("labels", ("match", "ignore")), ("target", ("predicted", "label"))):
+        if raw.get(key, valid[0]) not in valid:
+            raise ConfigError(f"{where}: '{key}' must be one of {list(valid)}, got {raw[key]!r}")
+    if raw.get("target") == "label" and raw.get("labels") == "ignore":
+        raise ConfigError(f"{where}: target: label needs the model's classes to match (labels: match)")
+    path = raw.get("path")
+    if path is not None:  # relative to the config file, else to the working directory
+        path = str(((base_dir or Path.cwd()) / str(path)).resolve())
+    fg = raw.get("foreground_masks", "auto")
+    if fg not in (None, "auto", "none"):
+        fg = str(((base_dir or Path.cwd()) / str(fg)).resolve())
     return DatasetSpec(
-        name=str(raw.get("name", raw["builtin"])), models=models, builtin=raw["builtin"],
-        split=str(raw.get("split", "test")), n=n, start=int(raw.get("start", 0)),
+        name=str(raw.get("name", raw.get("builtin") or Path(str(path)).name)), models=models,
+        builtin=raw.get("builtin"), split=split, n=n, start=int(raw.get("start", 0)),
+        path=None if path is None else str(path), layout=str(raw.get("layout", "auto")),
+        classes=None if classes is None else list(classes), split_seed=int(raw.get("split_seed", 0)),
+        foreground_masks=None if fg is None else str(fg), labels=str(raw.get("labels", "match")),
+        target=str(raw.get("target", "predicted")),
     )
 
 
-def parse_config(data: dict[str, Any], source: str = "<dict>") -> StudyConfig:
+def parse_config(data: dict[str, Any], source: str = "<dict>", base_dir: Path | None = None) -> StudyConfig:
+    """Validate a configuration; relative data set paths are taken relative to ``base_dir`` (the config
+    file's folder), else to the working directory."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the configuration must be a mapping")
     for key in ("datasets", "explainers", "metrics"):
@@ -124,7 +167,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> StudyConfig:
             raise ConfigError(f"{source}: '{key}' must be a non-empty list")
     cfg = StudyConfig(
         name=str(data.get("name", Path(source).stem)),
-        datasets=[_dataset(d, f"{source}: datasets[{i}]") for i, d in enumerate(data["datasets"])],
+        datasets=[_dataset(d, f"{source}: datasets[{i}]", base_dir) for i, d in enumerate(data["datasets"])],
         explainers=[_component(e, f"{source}: explainers[{i}]") for i, e in enumerate(data["explainers"])],
         metrics=[_component(m, f"{source}: metrics[{i}]") for i, m in enumerate(data["metrics"])],
         seed=int(data.get("seed", 0)),
@@ -181,4 +224,4 @@ def load_config(spec: str | Path) -> StudyConfig:
         raise ConfigError(f"study config {path}: cannot be parsed ({e})") from e
     except Exception as e:  # yaml.YAMLError is not a ValueError
         raise ConfigError(f"study config {path}: cannot be parsed ({type(e).__name__}: {e})") from e
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), path.resolve().parent)

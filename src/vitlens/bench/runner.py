@@ -24,6 +24,7 @@ from ..explainers import get_explainer
 from ..metrics import get_metric
 from ..models import Model, load_model
 from .config import ConfigError, StudyConfig, load_config
+from .sources import ModelBatch, make_source
 from .store import ResultsStore, unit_id
 
 
@@ -62,25 +63,26 @@ def to_model_input(model: Model, batch: Batch) -> tuple[torch.Tensor, dict[str, 
     return (x - mean) / std, masks
 
 
-def _check_classes(model: Model, dataset) -> None:
-    from ..data.synthetic import get_benchmark
-
-    classes = list(get_benchmark(dataset.builtin).classes)
+def _check_classes(model: Model, dataset, classes: list[str]) -> None:
+    if dataset.labels == "ignore":
+        return
+    hint = " (set labels: ignore on the data set to score a model of other classes against its masks)"
     if model.class_names is not None and list(model.class_names) != classes:
         raise ConfigError(
-            f"model {model.name!r} has classes {model.class_names}, dataset {dataset.name!r} has {classes}"
+            f"model {model.name!r} has classes {model.class_names}, dataset {dataset.name!r} has {classes}" + hint
         )
     if model.num_classes != len(classes):
         raise ConfigError(
-            f"model {model.name!r} has {model.num_classes} classes, dataset {dataset.name!r} {len(classes)}"
+            f"model {model.name!r} has {model.num_classes} classes, dataset {dataset.name!r} {len(classes)}" + hint
         )
 
 
-def plan(cfg: StudyConfig) -> list[dict[str, Any]]:
+def plan(cfg: StudyConfig, sources: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every unit of the study, in run order."""
     units = []
+    sources = sources if sources is not None else {ds.name: make_source(ds) for ds in cfg.datasets}
     for ds in cfg.datasets:
-        ids = list(range(ds.start, ds.start + ds.n))
+        ids = sources[ds.name].ids()
         for model_spec in ds.models:
             for expl in cfg.explainers:
                 for b in range(0, len(ids), cfg.batch_size):
@@ -91,12 +93,13 @@ def plan(cfg: StudyConfig) -> list[dict[str, Any]]:
     return units
 
 
-def _rows(unit, batch: Batch, metric_key: str, metric_name: str, res, expl_out, model: Model) -> list[dict]:
+def _rows(unit, batch: ModelBatch, metric_key: str, metric_name: str, res, expl_out, model: Model) -> list[dict]:
     pred = expl_out.logits.argmax(-1).cpu().numpy()
     target = expl_out.target.cpu().numpy()
     outputs = {"score": res.scores, **res.extra}
     rows = []
     expl = unit["explainer"]
+    labels = batch.labels if unit["dataset"].labels == "match" else np.full(len(batch.labels), -1)
     for out_name, values in outputs.items():
         vals = values.cpu().numpy()
         for i, image_id in enumerate(batch.image_ids):
@@ -105,8 +108,8 @@ def _rows(unit, batch: Batch, metric_key: str, metric_name: str, res, expl_out, 
                 "dataset": unit["dataset"].name, "model": unit["model"], "explainer": expl.name,
                 "explainer_key": expl.key, "explainer_params": json.dumps(expl.params, sort_keys=True),
                 "metric": metric_name, "metric_key": metric_key, "output": out_name, "image_id": int(image_id),
-                "value": float(vals[i]), "curve": curve, "true": int(batch.labels[i]), "predicted": int(pred[i]),
-                "target": int(target[i]), "correct": bool(pred[i] == batch.labels[i]),
+                "image": batch.keys[i], "value": float(vals[i]), "curve": curve, "true": int(labels[i]),
+                "predicted": int(pred[i]), "target": int(target[i]), "correct": bool(pred[i] == labels[i]),
             })
     return rows
 
@@ -134,7 +137,14 @@ def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: b
         raise ConfigError(f"{run_dir} holds a run of another configuration; use a new run directory")
     cfg_path.write_text(cfg_json)
 
-    units = plan(cfg)
+    sources = {ds.name: make_source(ds) for ds in cfg.datasets}
+    prints = {name: src.fingerprint() for name, src in sources.items()}
+    prints_path = Path(run_dir) / "datasets.json"
+    if prints_path.is_file() and json.loads(prints_path.read_text()) != prints:
+        raise ConfigError(f"{run_dir}: the images of a data set changed since this run started "
+                          f"({json.loads(prints_path.read_text())} -> {prints}); use a new run directory")
+    prints_path.write_text(json.dumps(prints, indent=2, sort_keys=True))
+    units = plan(cfg, sources)
     todo = [u for u in units if store.status(u["id"]) is None]
     metrics = [(m, _metric(m)) for m in cfg.metrics]
     models: dict[str, Model] = {}
@@ -146,7 +156,7 @@ def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: b
             ds, expl = unit["dataset"], unit["explainer"]
             if unit["model"] not in models:
                 models[unit["model"]] = load_model(unit["model"], seed=cfg.seed)
-                _check_classes(models[unit["model"]], ds)
+                _check_classes(models[unit["model"]], ds, sources[ds.name].classes)
             model = models[unit["model"]]
             ek = (unit["model"], expl.key)
             if ek not in explainers:
@@ -160,17 +170,24 @@ def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: b
                                         "model": unit["model"], "explainer": expl.key})
                 bar.update(1)
                 continue
-            batch = load_batch(ds, unit["ids"], cfg.seed)
-            x, masks = to_model_input(model, batch)
-            out = explainer.explain(x)
+            batch = sources[ds.name].batch(unit["ids"], cfg.seed, model)
+            x, masks = batch.x, batch.masks
+            target = None
+            if ds.target == "label":
+                if (batch.labels < 0).any():
+                    raise ConfigError(f"dataset {ds.name!r}: target: label, but some images have no label")
+                target = torch.from_numpy(batch.labels)
+            out = explainer.explain(x, target)
             rows = []
             for comp, metric in metrics:
-                if comp.mask not in masks:
-                    continue  # e.g. the shortcut marker on other benchmarks
-                boxes = torch.from_numpy(batch.boxes) if comp.mask == "evidence" else None
+                region, boxes = masks.get(comp.mask), batch.boxes if comp.mask in ("evidence", "box") else None
+                if region is None:
+                    if "region" in type(metric).needs:
+                        continue  # e.g. the shortcut marker on other benchmarks, masks a data set lacks
+                    boxes = None
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # NaN scores are recorded as NaN; the report counts them
-                    res = metric(model, x, out.maps, target=out.target, masks=masks[comp.mask], boxes=boxes)
+                    res = metric(model, x, out.maps, target=out.target, masks=region, boxes=boxes)
                 rows += _rows(unit, batch, comp.key, comp.name, res, out, model)
             store.write_unit(unit["id"], rows, out.maps.cpu().numpy(), unit["ids"],
                              {"dataset": ds.name, "model": unit["model"], "explainer": expl.key,

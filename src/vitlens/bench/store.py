@@ -18,7 +18,7 @@ import numpy as np
 
 COLUMNS = [
     "dataset", "model", "explainer", "explainer_key", "explainer_params", "metric", "metric_key", "output",
-    "image_id", "value", "curve", "true", "predicted", "target", "correct",
+    "image_id", "image", "value", "curve", "true", "predicted", "target", "correct",
 ]
 
 

@@ -165,9 +165,10 @@ def _heatmap_rows(run_dir: Path, frame, ds_name: str, model: str, n_each: int = 
     import torch
 
     from ..bench.config import parse_config
-    from ..bench.runner import load_batch
+    from ..bench.sources import make_source
     from ..bench.store import ResultsStore
     from ..maps import upsample
+    from ..models import load_model
     from .html import Row, outline
     from .overlay import overlay
 
@@ -180,20 +181,25 @@ def _heatmap_rows(run_dir: Path, frame, ds_name: str, model: str, n_each: int = 
     rows = []
     if not picks:
         return rows
-    batch = load_batch(ds, [int(i) for i in picks], cfg.seed)
+    source = make_source(ds)
+    batch = source.batch([int(i) for i in picks], cfg.seed, load_model(model, seed=cfg.seed))
+    images = batch.display
     for j, image_id in enumerate(picks):
         info = sub[sub.image_id == image_id].iloc[0]
-        cells = [("input, evidence outlined", outline(batch.images[j], batch.masks["evidence"][j]))]
+        if "evidence" in batch.masks:
+            cells = [("input, evidence outlined", outline(images[j], batch.masks["evidence"][j].numpy()))]
+        else:
+            cells = [("input", images[j])]
         for u in units:
             maps, ids = store.maps(u["unit"])
             hit = np.nonzero(ids == image_id)[0]
             if hit.size:
-                heat = upsample(torch.from_numpy(maps[hit[0]][None]), batch.images.shape[1:3])[0].numpy()
-                cells.append((u["explainer"], overlay(batch.images[j], heat)))
+                heat = upsample(torch.from_numpy(maps[hit[0]][None]), images.shape[1:3])[0].numpy()
+                cells.append((u["explainer"], overlay(images[j], heat)))
         ok = bool(info.correct)
         note = (f"true {int(info['true'])}, predicted <span class='{'ok' if ok else 'bad'}'>"
                 f"{int(info.predicted)}</span>")
-        rows.append(Row(title=f"{'correct' if ok else 'misclassified'} · image {int(image_id)}", note=note,
+        rows.append(Row(title=f"{'correct' if ok else 'misclassified'} · {html.escape(batch.keys[j])}", note=note,
                         cells=cells))
     return rows
 
