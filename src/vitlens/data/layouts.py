@@ -11,11 +11,18 @@ Layouts (``open_dataset(DIR, layout="auto")`` picks one with :func:`detect_layou
 ``pbc``      the same, the name of the peripheral-blood-cell data set (Acevedo et al. 2020) and others
              published as class folders without masks.
 
-Every reader registers itself in :data:`LAYOUTS`; more layouts live in :mod:`vitlens.data.readers`.
+Every reader registers itself in :data:`LAYOUTS`; more layouts (``csv``, ``coco``, ``voc``, ``busi``,
+``kvasir``) live in :mod:`vitlens.data.readers`.
+
+Readers are lenient: a bad row, annotation or file becomes a :class:`Problem` in
+``Dataset.info["problems"]`` instead of stopping at the first one, so that ``vitlens data check`` can list
+them all in one pass. :func:`open_dataset` then raises a :class:`DataError` when any of them is an error
+(``strict=False``, as ``data check`` uses, returns the data set with its problems).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +33,19 @@ from ..errors import DataError
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
 SPLITS = ("train", "val", "test")
+FILE_LAYOUTS = {"csv", "coco"}  # layouts that can be given a file (a manifest, an annotation JSON) for a directory
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a data set: ``error`` makes (part of) it unusable, ``warning`` is suspicious."""
+
+    severity: str  # "error" | "warning"
+    where: str  # a record key, a file name, "manifest.csv:12", or the class / data set concerned
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.where}: {self.message}"
 
 
 class MaskSource:
@@ -45,18 +65,23 @@ class FileMask(MaskSource):
 
     A pixel is foreground where the file's value is non-zero, or, with ``values``, where it is one of them
     (a label map such as Pascal VOC's ``SegmentationClass``). ``ignore`` values (VOC's 255 object border)
-    count as background. A file of another size than the image is a :class:`DataError`, never resized.
+    count as background. JPEG masks (Kvasir-SEG ships them) are lossy, so their background is not exactly
+    0: for them, and wherever ``threshold`` is given, foreground is ``value > threshold`` (default 127 for
+    JPEG). A file of another size than the image is a :class:`DataError`, never resized.
     """
 
     paths: tuple[Path, ...]
     values: tuple[int, ...] | None = None
     ignore: tuple[int, ...] = ()
+    threshold: int | None = None  # None: non-zero for lossless files, > 127 for JPEG
 
     def load(self, size: tuple[int, int]) -> np.ndarray:
         from PIL import Image
 
         out = np.zeros((size[1], size[0]), dtype=bool)
         for p in self.paths:
+            if not Path(p).is_file():
+                raise DataError(f"mask {p}: no such file")
             try:
                 with Image.open(p) as im:
                     im.load()
@@ -67,7 +92,13 @@ class FileMask(MaskSource):
                 a = a.max(axis=-1)
             if a.shape != out.shape:
                 raise DataError(f"mask {p}: {a.shape[1]}x{a.shape[0]} but its image is {size[0]}x{size[1]}")
-            keep = np.isin(a, self.values) if self.values is not None else a != 0
+            threshold = self.threshold
+            if threshold is None and self.values is None and Path(p).suffix.lower() in (".jpg", ".jpeg"):
+                threshold = 127
+            if self.values is not None:
+                keep = np.isin(a, self.values)
+            else:
+                keep = a > threshold if threshold is not None else a != 0
             if self.ignore:
                 keep &= ~np.isin(a, self.ignore)
             out |= keep
@@ -136,7 +167,13 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def rel_key(root: Path, path: Path) -> str:
-    return path.resolve().relative_to(root.resolve()).as_posix()
+    """``path`` relative to ``root`` (POSIX). A file outside ``root`` (a manifest may point anywhere) gets
+    its absolute path without the leading ``/`` (or drive), so that a key never climbs out of a cache folder."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return "/".join(path.parts[1:])
 
 
 def class_folders(root: Path) -> list[Path]:
@@ -183,9 +220,16 @@ def _pbc(root: Path) -> Dataset:
 
 
 def detect_layout(path: str | Path) -> str:
-    """The first layout whose detector matches ``path`` (specific layouts are tried before ``folders``)."""
+    """The first layout whose detector matches ``path`` (specific layouts are tried before ``folders``).
+
+    ``path`` is a directory, or a file for the layouts that take one (a CSV manifest, a COCO JSON)."""
     _load_readers()
     root = Path(path)
+    if root.is_file():
+        for name, detect in DETECTORS:
+            if name != "folders" and detect(root):
+                return name
+        raise DataError(f"data file {root}: neither a CSV manifest nor a COCO annotation file; pass a directory")
     if not root.is_dir():
         raise DataError(f"data directory {root}: no such directory")
     for name, detect in sorted(DETECTORS, key=lambda d: d[0] == "folders"):
@@ -196,8 +240,13 @@ def detect_layout(path: str | Path) -> str:
     )
 
 
-def open_dataset(path: str | Path, layout: str = "auto", **options) -> Dataset:
-    """Read a data set directory (or a manifest / annotation file, for layouts that take one)."""
+def open_dataset(path: str | Path, layout: str = "auto", *, strict: bool = True, **options) -> Dataset:
+    """Read a data set directory (or a manifest / annotation file, for layouts that take one).
+
+    ``options`` go to the layout's reader (see :mod:`vitlens.data.readers`). With ``strict`` (the default)
+    a reader problem of severity ``error`` (an unknown label, an annotation of no image, two records with
+    one key, ...) raises a :class:`DataError` naming the first and pointing to ``vitlens data check``;
+    ``strict=False`` returns the data set with its problems in ``info["problems"]``."""
     _load_readers()
     root = Path(path)
     if not root.exists():
@@ -206,9 +255,33 @@ def open_dataset(path: str | Path, layout: str = "auto", **options) -> Dataset:
         layout = detect_layout(root)
     if layout not in LAYOUTS:
         raise DataError(f"unknown data layout {layout!r}; available: {', '.join(sorted(LAYOUTS))}")
-    ds = LAYOUTS[layout](root, **options)
+    if root.is_file() and layout not in FILE_LAYOUTS:
+        raise DataError(f"data set {root}: a file, but layout {layout!r} reads a directory "
+                        f"(a file can be read by: {', '.join(sorted(FILE_LAYOUTS))})")
+    reader = LAYOUTS[layout]
+    try:
+        inspect.signature(reader).bind(root, **options)
+    except TypeError:
+        params = [n for n in list(inspect.signature(reader).parameters)[1:]]
+        raise DataError(
+            f"data layout {layout!r}: unknown option(s) {sorted(options)}; it takes {params or 'none'}"
+        ) from None
+    ds = reader(root, **options)
     if not ds.records:
         raise DataError(f"data set {root} ({layout}): no images found")
+    problems = ds.info.setdefault("problems", [])
+    seen: dict[str, int] = {}
+    for r in ds.records:
+        seen[r.key] = seen.get(r.key, 0) + 1
+    for key, n in seen.items():
+        if n > 1:
+            problems.append(Problem("error", key, f"{n} records have this key (the same image listed {n} times)"))
+    errors = [p for p in problems if p.severity == "error"]
+    if strict and errors:
+        raise DataError(
+            f"data set {root} ({layout}): {len(errors)} error(s), the first: {errors[0]}; "
+            f"`vitlens data check {root}` lists them all"
+        )
     return ds
 
 
