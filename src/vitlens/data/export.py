@@ -6,6 +6,8 @@ Layout under ``out_dir`` (``<stem>`` is ``<name>_<split>_<i:05d>``)::
     masks/<stem>.png           evidence mask, 8-bit 0/255
     masks_<key>/<stem>.png     each extra mask (e.g. masks_marker/ for 'shortcut')
     manifest.csv               path,label,class_name,mask_path,x0,y0,x1,y1[,<key>_mask_path...][,meta...]
+    classes.txt                every class name, one per line, in label order (the CSV reader uses it, so that
+                               a subset in which some class is absent keeps the model's label indices)
 
 Paths in the manifest are relative to ``out_dir``; the bounding box columns are empty when the mask is
 empty (e.g. ultrasound 'normal').
@@ -85,6 +87,7 @@ def export_dataset(name: str, n: int, out_dir: str | Path, seed: int = 0, split:
             row[column] = value
         rows.append(row)
 
+    (out / "classes.txt").write_text("\n".join(bench.classes) + "\n")
     manifest = out / MANIFEST_NAME
     with manifest.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, restval="")
