@@ -94,7 +94,9 @@ class DiskSource:
         stop = None if spec.n is None else spec.start + spec.n
         self.records = records[spec.start : stop]
         if not self.records:
-            raise DataError(f"dataset {spec.name!r}: no images in split {spec.split!r} of {spec.path}")
+            raise DataError(f"dataset {spec.name!r}: no images in split {spec.split!r} of {spec.path} "
+                            f"({ds.layout}; `vitlens data check {spec.path}` shows its splits; "
+                            "`split: all` takes every image)")
         self.classes = list(ds.classes)
         self.foreground_dir = self._foreground_dir()
         kinds = []

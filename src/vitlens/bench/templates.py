@@ -23,7 +23,7 @@ TEMPLATES: dict[str, dict] = {
     "busi": {"classes": ["benign", "malignant"], "note": "BUSI breast ultrasound: lesion masks (seed 000, 002)"},
     "kvasir": {"classes": None, "note": "Kvasir-SEG polyps: masks and boxes (seed 001)"},
     "pbc": {"classes": None, "note": "peripheral blood cells, class folders without masks (seed 000)"},
-    "voc": {"classes": None, "labels": "ignore",
+    "voc": {"classes": None, "labels": "ignore", "split": "val",
             "note": "Pascal VOC: segmentation masks and boxes, scored with ImageNet models (seed 003)"},
     "coco": {"classes": None, "labels": "ignore", "note": "COCO instances: masks and boxes"},
     "csv": {"classes": None, "note": "a CSV manifest"},
@@ -98,7 +98,8 @@ def init_config(layout: str, data_dir: str | Path, models: list[str] | None = No
         f"  - name: {root.name}",
         f"    path: {root}",
         f"    layout: {layout}",
-        "    split: test            # the layout's split, else vitlens' seeded 80/10/10 split; `all` for every image",
+        f"    split: {tpl.get('split', 'test')}"
+        "            # the layout's split, else vitlens' seeded 80/10/10 split; `all` for every image",
     ]
     if classes:
         lines.append(f"    classes: [{', '.join(classes)}]   # only images with a finding are scored (seed 001)")
