@@ -29,3 +29,7 @@ class DataError(VitlensError):
 
 class MetricError(VitlensError):
     """An unknown metric, a bad metric parameter, or inputs (maps, masks, boxes) a metric cannot score."""
+
+
+class InputWarning(UserWarning):
+    """Input vitlens can use but only in part (e.g. the first frame of a multi-frame DICOM or multi-page TIFF)."""
