@@ -107,12 +107,16 @@ def explain_files(
     alpha: float = 0.5,
     seed: int = 0,
     model=None,
+    original: bool = False,
 ) -> list[dict[str, Any]]:
-    """Explain image files with several methods; write overlays, grids, raw maps and a summary JSON."""
+    """Explain image files with several methods; write overlays, grids, raw maps and a summary JSON (with how
+    each file was read: format, bit depth, window, frames). ``original``: also ``<label>_original.png``, the
+    overlay on the original image at its original resolution."""
     import numpy as np
     import torch
 
-    from .data.images import load_batch
+    from .data.geometry import overlay_original
+    from .data.images import prepare, read_image_info
     from .explainers import get_explainer
     from .maps import upsample
     from .models import load_model
@@ -133,7 +137,9 @@ def explain_files(
     paths = [Path(p) for p in images]
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        x, prepared = load_batch(chunk, model.preprocessing)
+        read = [read_image_info(p) for p in chunk]
+        prepared = [prepare(img, model.preprocessing) for img, _ in read]
+        x = torch.stack([p.tensor for p in prepared])
         results = {label: e.explain(x, tgt) for label, e in explainers}
         first = next(iter(results.values()))
         probs = torch.softmax(first.logits.float(), dim=-1).cpu()
@@ -154,6 +160,9 @@ def explain_files(
                 from PIL import Image
 
                 Image.fromarray(ov).save(img_dir / f"{label}.png")
+                if original:
+                    orig = overlay_original(read[i][0], raw, prep, alpha=alpha)
+                    Image.fromarray(orig).save(img_dir / f"{label}_original.png")
                 cls_specific = dict(explainers)[label].class_specific
                 key = f"{label}\n(target {model.class_name(int(res.target[i]))})" if cls_specific else label
                 panels[key] = ov
@@ -168,6 +177,7 @@ def explain_files(
                     "probability": float(probs[i, pred]),
                     "targets": {label: int(res.target[i]) for label, res in results.items()},
                     "methods": {label: e.params() | {"name": e.name} for label, e in explainers},
+                    "input": read[i][1],
                 }
             )
     (out / "summary.json").write_text(json.dumps({"model": model.name, "images": records}, indent=2))
@@ -185,6 +195,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         target=args.target,
         batch_size=args.batch_size,
         seed=args.seed,
+        original=args.original,
     )
     for r in records:
         print(f"{r['image']}: {r['predicted_name']} (p={r['probability']:.3f}) -> {r['dir']}")
@@ -193,36 +204,84 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def parse_kwargs(text: str | None) -> dict[str, Any]:
-    """``img_size=112,patch_size=8`` -> {"img_size": 112, "patch_size": 8}."""
+    """``img_size=112,patch_size=8`` -> {"img_size": 112, "patch_size": 8}; a bracketed value is a tuple:
+    ``depths=(2,2),num_heads=[1,2]`` -> {"depths": (2, 2), "num_heads": (1, 2)}."""
+    import re
+
     out: dict[str, Any] = {}
-    for part in (text or "").split(","):
+    for part in re.split(r",(?![^()\[\]]*[)\]])", text or ""):  # commas outside brackets
         if not part.strip():
             continue
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise InputError(f"--model-kwargs entry {part!r} is not key=value")
-        out[key.strip()] = parse_value(value.strip())
+        value = value.strip()
+        if value[:1] in "([" and value[-1:] in ")]":
+            out[key.strip()] = tuple(parse_value(v.strip()) for v in value[1:-1].split(",") if v.strip())
+        else:
+            out[key.strip()] = parse_value(value)
     return out
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .recipes import get_recipe
-    from .train import TrainConfig, train
+def parse_lr_grid(text: str) -> list[float]:
+    """``1e-5,3e-5,1e-4`` -> [1e-05, 3e-05, 0.0001]."""
+    try:
+        lrs = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise InputError(f"--lr-grid {text!r}: give comma-separated learning rates, e.g. 1e-5,3e-5,1e-4") from e
+    if not lrs:
+        raise InputError(f"--lr-grid {text!r}: give comma-separated learning rates, e.g. 1e-5,3e-5,1e-4")
+    return lrs
 
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+    import os
+
+    from .recipes import get_preset, get_recipe
+    from .train import TrainConfig, is_builtin_data, resolve_device, train, train_grid
+
+    if args.recipe and args.preset:
+        raise InputError("give --recipe NAME (a builtin model) or --preset NAME (fine-tuning), not both")
+    kwargs = parse_kwargs(args.model_kwargs) if args.model_kwargs else None
+    no_pretrained = args.pretrained is not None and args.pretrained.strip().lower() in ("", "none")
+    if no_pretrained:
+        args.pretrained = None
     overrides = {
         "epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch, "batch_size": args.batch_size,
-        "lr": args.lr, "seed": args.seed, "device": args.device, "patience": args.patience,
+        "lr": args.lr, "seed": args.seed, "device": args.device, "patience": args.patience, "amp": args.amp,
+        "layer_decay": args.layer_decay, "image_size": args.image_size, "layout": args.layout,
+        "pretrained": args.pretrained, "pretrained_file": args.pretrained_file, "augment": args.augment,
     }
+    if args.image_size is None and kwargs and isinstance(kwargs.get("img_size"), int):
+        overrides["image_size"] = kwargs["img_size"]  # the images must have the model's input size
     if args.recipe:
-        if args.model_kwargs:
-            overrides["model_kwargs"] = parse_kwargs(args.model_kwargs)
+        if kwargs is not None:
+            overrides["model_kwargs"] = kwargs
         cfg = get_recipe(args.recipe, model=args.model, data=args.data, **overrides)
+    elif args.preset:
+        cfg = get_preset(args.preset, data=args.data, model_kwargs=kwargs, **overrides)
     else:
         if not args.model or not args.data:
-            raise InputError("vitlens train needs --recipe NAME, or both --model and --data")
-        cfg = TrainConfig(model=args.model, data=args.data, model_kwargs=parse_kwargs(args.model_kwargs),
+            raise InputError("vitlens train needs --recipe NAME, --preset NAME with --data DIR, or both --model "
+                             "and --data")
+        cfg = TrainConfig(model=args.model, data=args.data, model_kwargs=kwargs or {},
                           **{k: v for k, v in overrides.items() if v is not None})
-    card = train(cfg, args.out, resume=not args.no_resume, progress=not args.quiet)
+    if no_pretrained:  # --pretrained none: random initialisation, also for a preset that names weights
+        cfg = dataclasses.replace(cfg, pretrained=None)
+    workers = args.workers
+    if workers is None:  # image files on a GPU run: decode in parallel so that the GPU is not kept waiting
+        gpu = resolve_device(cfg.device).type == "cuda"
+        workers = min(8, (os.cpu_count() or 2) // 2) if gpu and not is_builtin_data(cfg.data) else 0
+    run = dict(resume=not args.no_resume, progress=not args.quiet, workers=workers)
+    if args.lr_grid:
+        card = train_grid(cfg, parse_lr_grid(args.lr_grid), args.out, **run)
+        for r in card["grid"]["runs"]:
+            mark = "  <- selected" if r["lr"] == card["grid"]["selected_lr"] else ""
+            print(f"lr {r['lr']:g}: val accuracy {r['val_accuracy']:.4f}, test accuracy {r['test_accuracy']:.4f}"
+                  f"{mark}")
+    else:
+        card = train(cfg, args.out, **run)
     print(f"test accuracy {card['test_accuracy']:.4f} on {card['test_size']} images; model in {args.out}")
     if "marker_broken_accuracy" in card:
         print(f"marker-consistent accuracy {card['marker_consistent_accuracy']:.4f}, "
@@ -236,6 +295,22 @@ def cmd_data_export(args: argparse.Namespace) -> int:
     manifest = export_dataset(args.name, args.n, args.out, seed=args.seed, split=args.split)
     print(f"wrote {args.n} samples of {args.name!r} ({args.split}) to {manifest}")
     return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from .data.check import check_dataset, format_summary
+
+    options = {}
+    for opt in args.option or []:
+        key, sep, value = opt.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--option {opt!r} is not KEY=VALUE")
+        options[key.strip()] = parse_value(value.strip())
+    result = check_dataset(args.dir, args.layout, progress=True, **options)
+    for problem in result:
+        print(problem)
+    print(format_summary(result.summary))
+    return 1 if result.errors else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -283,6 +358,34 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_masks(args: argparse.Namespace) -> int:
+    from .data.foreground import INDEX_NAME, run_masks
+    from .data.layouts import open_dataset
+
+    if (args.model is None) != (args.class_map is None):
+        raise InputError("--model and --class-map go together (the class map maps the model's classes to COCO names)")
+    model = None
+    if args.model:
+        from .models import load_model
+
+        model = load_model(args.model, checkpoint=args.checkpoint, seed=args.seed)
+    ds = open_dataset(args.data, args.layout)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # failures are reported below, one line each
+        res = run_masks(
+            ds, args.weights, args.out, score_threshold=args.score, classes=args.classes, model=model,
+            class_map=args.class_map, device=args.device, batch_size=args.batch_size, progress=not args.quiet,
+            arch=args.arch, min_size=args.min_size, max_size=args.max_size, overwrite=args.overwrite,
+        )
+    for key, msg in res.failed.items():
+        print(f"vitlens: warning: {key}: {msg}", file=sys.stderr)
+    print(f"{res.total} images: {res.computed} computed, {res.reused} reused, {len(res.failed)} unreadable -> "
+          f"{res.out_dir} (index {res.out_dir / INDEX_NAME})")
+    return 1 if res.failed else 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import serve
 
@@ -292,6 +395,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     from .explainers import list_explainers
+    from .recipes import PRESETS
 
     p = argparse.ArgumentParser(prog="vitlens", description="Explain Vision Transformer decisions and measure them.")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -302,7 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write heatmap overlays, a grid and raw maps for image files",
         description="Methods: " + ", ".join(list_explainers()) + ". Parameters: NAME:key=value[:key=value].",
     )
-    e.add_argument("images", nargs="+", help="image files (PNG, JPEG; grayscale, 16-bit and RGBA are converted)")
+    e.add_argument(
+        "images", nargs="+",
+        help="image files (PNG, JPEG, TIFF, DICOM; grayscale, 16-bit, RGBA and DICOM windows are converted)",
+    )
     e.add_argument("--model", required=True, help="timm:NAME | hf:PATH | torchvision:NAME | builtin:NAME | DIR")
     e.add_argument("--checkpoint", help="weights file (.safetensors or torch state dict)")
     e.add_argument(
@@ -315,13 +422,38 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--seed", type=int, default=0, help="seed for random-init weights (no checkpoint)")
     e.add_argument("--out", required=True, help="output directory")
+    e.add_argument(
+        "--original", action="store_true",
+        help="also write <method>_original.png: the overlay on the original image at its original resolution",
+    )
     e.set_defaults(func=cmd_explain)
 
-    t = sub.add_parser("train", help="train a timm model on a builtin benchmark or class folders")
+    t = sub.add_parser(
+        "train", help="train a timm model on a builtin benchmark, or fine-tune one on a data set on disk",
+        description="Builtin models: --recipe NAME. Fine-tuning: --preset NAME --data DIR (presets: "
+        + ", ".join(sorted(PRESETS)) + "), or --model NAME --data DIR [--pretrained TAG]. Pretrained weights "
+        "come from your Hugging Face hub cache or --pretrained-file; nothing is downloaded.",
+    )
     t.add_argument("--recipe", help="a builtin model's recipe (cells_vit, cells_cnn, ultrasound_vit, ...)")
+    t.add_argument("--preset", help="a fine-tuning preset (" + ", ".join(sorted(PRESETS)) + ")")
     t.add_argument("--model", help="timm model name, e.g. vit_small_patch16_224")
-    t.add_argument("--model-kwargs", help="constructor kwargs, e.g. img_size=112,patch_size=8,depth=6")
-    t.add_argument("--data", help="builtin:cells | builtin:ultrasound | builtin:shortcut | DIR of class folders")
+    t.add_argument("--model-kwargs", help="constructor kwargs, e.g. img_size=112,patch_size=8,depth=6 "
+                   "(merged into a preset's; img_size also sets --image-size)")
+    t.add_argument("--data", help="builtin:cells | builtin:ultrasound | builtin:shortcut | a data set DIR "
+                   "(class folders, CSV, COCO, VOC, BUSI, Kvasir, ...)")
+    t.add_argument("--layout", help="layout of the data set DIR (default: auto-detected)")
+    t.add_argument("--pretrained", help="timm pretrained tag, e.g. vit_base_patch16_224.dino (from your hub cache); "
+                   "none = random initialisation")
+    t.add_argument("--pretrained-file", help="local pretrained weights (safetensors or torch state dict), loaded by "
+                   "timm into the model (with the --pretrained tag's config if given); the head is replaced")
+    t.add_argument("--lr-grid", help="comma-separated learning rates: one run each in OUT/lr-<rate>/, the best "
+                   "validation accuracy is copied to OUT, all results in OUT/grid.json")
+    t.add_argument("--layer-decay", type=float, help="layer-wise learning-rate decay factor, e.g. 0.65 (0 = off)")
+    t.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision: auto (bf16 where supported), bf16, fp16 (CUDA, with loss scaling), off")
+    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random resized crop + horizontal flip on the train split (data on disk)")
+    t.add_argument("--image-size", type=int, help="input size in pixels (default: the recipe's / preset's)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--samples-per-epoch", type=int, help="fresh synthetic samples per epoch (builtin data)")
     t.add_argument("--batch-size", type=int)
@@ -329,12 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, help="early stop after N epochs without better val accuracy")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", help="auto | cpu | cuda[:N]")
+    t.add_argument("--workers", type=int, help="image-loading processes (default: up to 8 on a GPU, else 0)")
     t.add_argument("--out", required=True, help="run directory (checkpoint, model.safetensors, card.json)")
     t.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
-    d = sub.add_parser("data", help="builtin benchmark data")
+    d = sub.add_parser("data", help="builtin benchmark data; check a data set directory")
     dsub = d.add_subparsers(dest="data_command", required=True)
     ex = dsub.add_parser("export", help="write images, masks and a CSV manifest of a builtin benchmark")
     ex.add_argument("name", help="cells | ultrasound | shortcut")
@@ -343,6 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--out", required=True)
     ex.set_defaults(func=cmd_data_export)
+    ck = dsub.add_parser("check", help="report every problem of a data set directory in one pass (exit 1 on errors)")
+    ck.add_argument("dir", help="data set directory (or a CSV manifest / COCO JSON file)")
+    ck.add_argument("--layout", default="auto", help="auto | folders | pbc | csv | coco | voc | busi | kvasir")
+    ck.add_argument("--option", action="append", metavar="KEY=VALUE",
+                    help="reader option, repeatable, e.g. keep_unannotated=true (coco), year=2012 (voc)")
+    ck.set_defaults(func=cmd_data_check)
 
     dm = sub.add_parser("demo", help="explain builtin test images with every applicable method (HTML + PNG)")
     dm.add_argument("--benchmark", default="cells", help="cells | ultrasound | shortcut")
@@ -384,6 +523,34 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
     sv.add_argument("--seed", type=int, default=0, help="seed for random-init weights (models without a checkpoint)")
     sv.set_defaults(func=cmd_serve)
+
+    mk = sub.add_parser(
+        "masks", help="foreground masks without annotations: Mask R-CNN (COCO weights, local file) on a data set",
+        description="Runs torchvision's Mask R-CNN on every image of DIR, keeps the instances with score >= "
+        "--score (optionally of some COCO categories), and caches their union as one 0/255 PNG per image at "
+        "its original size plus index.json. Rerun to resume; the study runner reads the masks as mask kind "
+        "'foreground' (FAF/BAF). Exit status 1 when some images could not be read.",
+    )
+    mk.add_argument("data", metavar="DIR", help="data set directory (any layout `vitlens data check` reads)")
+    mk.add_argument("--weights", help="torchvision COCO weights file, e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth "
+                    "(default: torchvision's cache, <torch hub dir>/checkpoints/)")
+    mk.add_argument("--arch", default="maskrcnn_resnet50_fpn",
+                    choices=["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"])
+    mk.add_argument("--layout", default="auto", help="data set layout (default: detected)")
+    mk.add_argument("--score", type=float, default=0.5, help="keep instances with score >= this (default 0.5)")
+    mk.add_argument("--classes", help="only these COCO categories, comma-separated, e.g. person,dog")
+    mk.add_argument("--model", help="classifier spec; with --class-map keep the COCO categories of its prediction")
+    mk.add_argument("--checkpoint", help="weights file of --model")
+    mk.add_argument("--seed", type=int, default=0, help="seed for a random-init --model (no checkpoint)")
+    mk.add_argument("--class-map", help="JSON file {model class name or index: [COCO names]}")
+    mk.add_argument("--out", help="cache directory (default DIR/.vitlens/masks/maskrcnn)")
+    mk.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    mk.add_argument("--batch-size", type=int, default=4)
+    mk.add_argument("--min-size", type=int, default=800, help="detector resize: shorter side (default 800)")
+    mk.add_argument("--max-size", type=int, default=1333, help="detector resize: longer side at most (default 1333)")
+    mk.add_argument("--overwrite", action="store_true", help="replace a cache made with other settings")
+    mk.add_argument("--quiet", action="store_true")
+    mk.set_defaults(func=cmd_masks)
 
     from .metrics import list_metrics
 
