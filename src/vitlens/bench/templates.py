@@ -44,16 +44,35 @@ EXTRA_EXPLAINERS = ["{name: rollout, params: {head_fusion: max, discard_ratio: 0
                     "{name: rollout, params: {head_fusion: min}}"]
 
 
-def _applicability(models: list[str], seed: int) -> dict[str, str] | None:
-    """explainer -> reason it applies to none of the models ('' if it applies to one); None if a model
-    cannot be loaded yet (e.g. not trained)."""
-    from ..explainers import get_explainer, list_explainers
+def _load(models: list[str], seed: int) -> list | None:
+    """The models, or None if one cannot be loaded yet (e.g. not trained)."""
     from ..models import load_model
 
     try:
-        loaded = [load_model(m, seed=seed) for m in models]
+        return [load_model(m, seed=seed) for m in models]
     except VitlensError:
         return None
+
+
+def _steps(loaded: list | None, wanted: int = 28) -> int:
+    """Insertion/deletion steps: 28 (one per 7 patches of ViT-B/16 at 224), at most the smallest patch count."""
+    from ..metrics import get_metric
+
+    if not loaded:
+        return wanted
+    metric = get_metric("deletion")
+    counts = []
+    for m in loaded:
+        h, w = m.preprocessing.input_size
+        ph, pw = metric.patch_size(m, (h, w))
+        counts.append(-(-h // ph) * -(-w // pw))
+    return min([wanted, *counts])
+
+
+def _applicability(loaded: list) -> dict[str, str]:
+    """explainer -> reason it applies to none of the models ('' if it applies to one)."""
+    from ..explainers import get_explainer, list_explainers
+
     out = {}
     for name in list_explainers():
         reasons = []
@@ -85,7 +104,9 @@ def init_config(layout: str, data_dir: str | Path, models: list[str] | None = No
         classes = [c for c in classes if c in ds.classes] or None
     models = list(models or DEFAULT_MODELS)
     name = name or f"{root.name}-study"
-    applies = _applicability(models, seed)
+    loaded = _load(models, seed)
+    applies = None if loaded is None else _applicability(loaded)
+    steps = _steps(loaded)
     lines = [
         f"# vitlens study: {tpl['note']}.",
         f"# Written by `vitlens bench --init {layout} {data_dir}`; run it with `vitlens bench THIS_FILE`,",
@@ -122,7 +143,7 @@ def init_config(layout: str, data_dir: str | Path, models: list[str] | None = No
         lines += [f"  - {m}" for m in REGION_METRICS]
     if ds.has_boxes():
         lines += [f"  - {m}" for m in BOX_METRICS]
-    lines += [f"  - {m}" for m in MODEL_METRICS]
+    lines += [f"  - {m}".replace("steps: 28", f"steps: {steps}") for m in MODEL_METRICS]
     fg = default_mask_dir(root)
     if fg.is_dir():
         lines.append("  - {name: faf_baf, mask: foreground}   # Mask R-CNN foreground masks (seed 002)")

@@ -145,6 +145,9 @@ def _curve_figure(frame, metric_name: str) -> np.ndarray | None:
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
     for e, g in sub.groupby("explainer_key", sort=False):
         curves = np.array([np.asarray(c, dtype=float) for c in g.curve])
+        curves = curves[np.isfinite(curves).any(axis=1)]  # an all-NaN curve (constant map) has nothing to plot
+        if not len(curves):
+            continue
         x = np.linspace(0, 1, curves.shape[1])
         ax.plot(x, np.nanmean(curves, axis=0), label=e, lw=1.2)
     ax.set_xlabel("fraction of patches " + ("removed" if metric_name == "deletion" else "revealed"))
