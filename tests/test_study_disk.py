@@ -151,3 +151,14 @@ def test_relative_paths_are_relative_to_the_config_file(exported, tmp_path, monk
     assert load_config(cfg_file).datasets[0].path == str(exported.resolve())
     assert parse_config(_cfg({"name": "c", "path": "data", "models": ["m"]})).datasets[0].path == str(
         (tmp_path / "data").resolve())
+
+
+def test_metrics_a_data_set_cannot_score_are_named(exported, tmp_path):
+    from vitlens.errors import InputWarning
+
+    cfg = parse_config(_cfg({"name": "c", "path": str(exported), "split": "all", "n": 2,
+                             "models": ["builtin:cells_vit"]}, ["rollout"],
+                            ["pointing_game", {"name": "faf_baf", "mask": "foreground"}]))
+    with pytest.warns(InputWarning, match=r"no 'foreground' masks.*faf_baf\[foreground\].*vitlens masks"):
+        run_study(cfg, tmp_path / "run", progress=False)
+    assert set(ResultsStore(tmp_path / "run").frame().metric_key) == {"pointing_game"}

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ExplainerError
+from ..errors import ExplainerError, InputWarning
 from ..explainers import get_explainer
 from ..metrics import get_metric
 from ..models import Model, load_model
@@ -147,6 +147,14 @@ def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: b
     units = plan(cfg, sources)
     todo = [u for u in units if store.status(u["id"]) is None]
     metrics = [(m, _metric(m)) for m in cfg.metrics]
+    for ds in cfg.datasets:  # say once which configured metrics a data set cannot score, and why
+        kinds = sources[ds.name].mask_kinds
+        for comp, metric in metrics:
+            if comp.mask not in kinds and "region" in type(metric).needs:
+                hint = (f"; write them with `vitlens masks {ds.path} --weights PATH`" if comp.mask == "foreground"
+                        else "")
+                warnings.warn(f"dataset {ds.name!r} has no {comp.mask!r} masks (it has {kinds or 'none'}): "
+                              f"metric {comp.key} is not computed on it{hint}", InputWarning, stacklevel=2)
     models: dict[str, Model] = {}
     explainers: dict[tuple[str, str], Any] = {}
     computed = 0

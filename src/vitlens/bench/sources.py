@@ -170,11 +170,15 @@ class DiskSource:
 
 
 def _boxes_mask(boxes, size: tuple[int, int]) -> np.ndarray:
+    """The union of float boxes (end-exclusive) on a ``size`` = (W, H) image: a pixel is inside when its centre
+    is, the convention of :func:`vitlens.data.geometry.transform_boxes`."""
+    from ..metrics.base import box_masks
+
     w, h = size
-    m = np.zeros((h, w), dtype=bool)
-    for x0, y0, x1, y1 in boxes:
-        m[max(0, round(y0)) : max(0, round(y1)), max(0, round(x0)) : max(0, round(x1))] = True
-    return m
+    if not len(boxes):
+        return np.zeros((h, w), dtype=bool)
+    pixel = torch.from_numpy(np.ceil(np.asarray(boxes, dtype=np.float64) - 0.5).astype(np.int64))
+    return box_masks(pixel, (h, w)).any(dim=0).numpy()
 
 
 def make_source(spec):
