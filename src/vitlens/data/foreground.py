@@ -429,36 +429,18 @@ def _size_groups(items: Iterable[tuple[Any, Any]], batch_size: int, max_pending:
 
 
 def generate_masks(
-    dataset: Any,
-    weights: str | Path | None = None,
-    out_dir: str | Path | None = None,
-    *,
-    score_threshold: float = 0.5,
-    classes: str | Sequence[str] | None = None,
-    model: Any = None,
-    class_map: str | Path | Mapping | None = None,
-    device: str | torch.device = "auto",
-    batch_size: int = 4,
-    progress: bool = True,
-    arch: str = DEFAULT_ARCH,
-    min_size: int = DEFAULT_MIN_SIZE,
-    max_size: int = DEFAULT_MAX_SIZE,
-    overwrite: bool = False,
-    layout: str = "auto",
+    dataset: Any, weights: str | Path | None = None, out_dir: str | Path | None = None, **options: Any
 ) -> Path:
     """Write (or reuse) a foreground mask for every image of ``dataset``; returns the cache directory.
 
     ``dataset``: a :class:`~vitlens.data.layouts.Dataset` or a path for ``open_dataset(path, layout)``.
     ``weights``: torchvision's COCO Mask R-CNN weights file (default: torchvision's own cache location).
-    ``model`` (a spec or :class:`~vitlens.models.base.Model`) with ``class_map`` ({model class name or index:
-    [COCO names]}, or a JSON file of that) keeps only instances of the categories mapped from the model's
-    predicted class. See the module docstring for the cache and the deviations.
+    ``options`` are those of :func:`run_masks` (``score_threshold``, ``classes``, ``model`` with
+    ``class_map`` = {model class name or index: [COCO names]} or a JSON file of that, ``device``,
+    ``batch_size``, ``arch``, ``min_size``, ``max_size``, ``overwrite``, ``layout``, ``progress``). See the
+    module docstring for the cache and the deviations.
     """
-    return run_masks(
-        dataset, weights, out_dir, score_threshold=score_threshold, classes=classes, model=model,
-        class_map=class_map, device=device, batch_size=batch_size, progress=progress, arch=arch,
-        min_size=min_size, max_size=max_size, overwrite=overwrite, layout=layout,
-    ).out_dir
+    return run_masks(dataset, weights, out_dir, **options).out_dir
 
 
 def run_masks(
