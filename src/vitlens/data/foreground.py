@@ -461,7 +461,13 @@ def run_masks(
     overwrite: bool = False,
     layout: str = "auto",
 ) -> MaskRun:
-    """:func:`generate_masks`, returning what was computed, reused and what failed."""
+    """Write (or reuse) a foreground mask for every image of ``dataset``; returns what was computed, reused
+    and what failed (:func:`generate_masks` returns only the cache directory).
+
+    ``model`` (a spec or :class:`~vitlens.models.base.Model`) with ``class_map`` ({model class name or index:
+    [COCO names]}, or a JSON file of that) keeps only instances of the categories mapped from the model's
+    predicted class; ``classes`` keeps only those COCO categories; ``score_threshold`` the minimum score.
+    """
     import time
 
     from .images import load_image
