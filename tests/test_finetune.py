@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 import vitlens
 import vitlens.train as tr
+from tests.dicom_fixtures import write_dicom
 from vitlens.cli import main
 from vitlens.data.images import load_batch
 from vitlens.data.layouts import open_dataset
@@ -323,25 +324,6 @@ def test_busi_layout_trains_on_images_not_masks(tmp_path):
     assert sum(ds["split_sizes"].values()) == n == 15 and ds["class_counts"]["test"] == [1, 1, 1]
 
 
-def _dicom(path, arr: np.ndarray) -> None:
-    """A minimal 12-bit MONOCHROME2 Secondary Capture DICOM file."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PhotometricInterpretation, ds.SamplesPerPixel = "OT", "MONOCHROME2", 1
-    ds.Rows, ds.Columns = arr.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = arr.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_dicom_class_folders_train_like_any_image(tmp_path):
     """12-bit DICOM in class folders: read by load_image (its percentile window), as the explainers read them."""
     from vitlens.data.images import load_image, prepare
@@ -353,7 +335,7 @@ def test_dicom_class_folders_train_like_any_image(tmp_path):
         for i in range(10):
             arr = np.clip(rng.normal(level, 300, (40, 40)), 0, 4095)
             arr[0, 0], arr[-1, -1] = 0, 4095  # a full-range window: the classes differ in mean grey
-            _dicom(root / cls / f"{i}.dcm", arr)
+            write_dicom(root / cls / f"{i}.dcm", arr.astype(np.uint16), bits_stored=12)
     card = train(tiny(root, epochs=1), tmp_path / "run", progress=False)
     assert card["classes"] == ["normal", "opaque"] and card["dataset"]["split_sizes"] == {"train": 16, "val": 2,
                                                                                          "test": 2}

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 import vitlens
+from tests.dicom_fixtures import write_dicom
 from vitlens.cli import main
 from vitlens.data.foreground import (
     coco_categories,
@@ -94,28 +95,9 @@ def data_dir(tmp_path_factory):
     Image.fromarray(rng.integers(0, 255, (50, 72, 3), dtype=np.uint8)).save(
         d / "dogs" / "c.jpg", exif=exif, quality=100, subsampling=0)
     Image.fromarray(rng.integers(0, 4000, (64, 56)).astype(np.uint16)).save(d / "dogs" / "d.png")
-    write_dicom(d / "dogs" / "e.dcm", rng.integers(0, 4096, (40, 48)).astype(np.uint16))
+    write_dicom(d / "dogs" / "e.dcm", rng.integers(0, 4096, (40, 48)).astype(np.uint16), "MONOCHROME1",
+                bits_stored=12)
     return d
-
-
-def write_dicom(path, arr):
-    """A minimal 12-bit MONOCHROME1 Secondary Capture DICOM file."""
-    from pydicom.dataset import Dataset as DicomDataset
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = DicomDataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = SecondaryCaptureImageStorage, generate_uid(), "OT"
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = arr.tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGLSLossless
 
 from vitlens.data import load_image, prepare
 
-from ..test_medical_io import ramp12, write_dicom
+from ..dicom_fixtures import write_dicom
+from ..test_medical_io import ramp12
 
 
 def post(client, settings: dict, image: bytes, name: str, path: str = "/api/predict"):
