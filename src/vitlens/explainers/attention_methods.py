@@ -55,10 +55,7 @@ class AGCAM(Explainer):
     )
     class_specific = True
     needs_attention = True
-
-    def __init__(self, model) -> None:
-        super().__init__(model)
-        self.model.require_trace(f"explainer {self.name!r}")
+    needs_trace = True
 
     def _explain(self, x, target):
         model = self.model
@@ -159,10 +156,10 @@ class LeGrad(Explainer):
     )
     class_specific = True
     needs_attention = True
+    needs_trace = True
 
     def __init__(self, model, start_layer: int = 0) -> None:
         super().__init__(model)
-        self.model.require_trace(f"explainer {self.name!r}")
         depth = len(self.model.attention_modules())
         if isinstance(start_layer, bool) or not isinstance(start_layer, int) or not -depth <= start_layer < depth:
             raise ExplainerError(

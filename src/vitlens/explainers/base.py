@@ -39,12 +39,15 @@ class Explainer:
     class_specific: ClassVar[bool] = False
     signed: ClassVar[bool] = False
     needs_attention: ClassVar[bool] = False
+    needs_trace: ClassVar[bool] = False  # reads every tensor inside the blocks (Model.trace_blocks)
     resolution: ClassVar[str] = "patch"  # "patch" (token/feature grid) or "pixel"
 
     def __init__(self, model: Model | Any) -> None:
         self.model = model if isinstance(model, Model) else load_model(model)
         if self.needs_attention:
             self.model.require_attention(f"explainer {self.name!r}")
+        if self.needs_trace:
+            self.model.require_trace(f"explainer {self.name!r}")
         if self.class_specific and self.model.num_classes == 0:
             raise ExplainerError(
                 f"explainer {self.name!r} is class-specific, but {self.model.name!r} has no classification head "

@@ -178,10 +178,7 @@ class Chefer2021(Explainer):
     citation = "Chefer, Gur & Wolf 2021 (CVPR), 'Transformer Interpretability Beyond Attention Visualization'"
     class_specific = True
     needs_attention = True
-
-    def __init__(self, model) -> None:
-        super().__init__(model)
-        self.model.require_trace(f"explainer {self.name!r}")
+    needs_trace = True
 
     def _explain(self, x, target):
         m = self.model
