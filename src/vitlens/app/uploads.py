@@ -26,7 +26,6 @@ trace reaches the user.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 import threading
@@ -46,6 +45,7 @@ from ..data.images import (
     to_rgb_info,
 )
 from ..errors import InputError
+from ..files import sha256_bytes
 
 MAX_UPLOAD_BYTES = 20_000_000  # 20 MB
 MAX_INFLATED_BYTES = 200_000_000  # a Deflated Explicit VR Little Endian data set, once inflated
@@ -116,7 +116,7 @@ def decode_image(data: bytes, name: str = "upload") -> DecodedImage:
         first = (str(e).strip().splitlines() or [""])[0][:160]
         raise UploadError(f"{name} is corrupt or truncated and cannot be decoded ({first})") from e
     info = {"format": fmt, "mode": mode, "window": window, "size": [w, h]}
-    return DecodedImage(rgb, name, hashlib.sha256(data).hexdigest(), (w, h), mode, fmt, info)
+    return DecodedImage(rgb, name, sha256_bytes(data), (w, h), mode, fmt, info)
 
 
 def _check_deflated(data: bytes, name: str) -> None:
@@ -161,4 +161,4 @@ def decode_dicom(data: bytes, name: str = "upload") -> DecodedImage:
         except InputError as e:
             raise UploadError(str(e)) from e
     mode = f"{info['photometric']} {info['bits']}-bit"
-    return DecodedImage(rgb, name, hashlib.sha256(data).hexdigest(), (w, h), mode, "DICOM", info)
+    return DecodedImage(rgb, name, sha256_bytes(data), (w, h), mode, "DICOM", info)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.images import to_unit_tensor
 from ..errors import ExplainerError, InputWarning
 from ..explainers import get_explainer
 from ..metrics import get_metric
@@ -52,15 +53,13 @@ def load_batch(dataset, ids: list[int], seed: int) -> Batch:
 def to_model_input(model: Model, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Normalise for the model; resize images (bilinear) and masks (nearest) if its input size differs."""
     pre = model.preprocessing
-    x = torch.from_numpy(batch.images).permute(0, 3, 1, 2).float().div_(255.0)
+    x = to_unit_tensor(batch.images)
     masks = {k: torch.from_numpy(v) for k, v in batch.masks.items()}
     if tuple(x.shape[-2:]) != tuple(pre.input_size):
         x = F.interpolate(x, size=pre.input_size, mode="bilinear", align_corners=False)
         masks = {k: F.interpolate(v[:, None].float(), size=pre.input_size, mode="nearest")[:, 0] > 0.5
                  for k, v in masks.items()}
-    mean = torch.tensor(pre.mean)[None, :, None, None]
-    std = torch.tensor(pre.std)[None, :, None, None]
-    return (x - mean) / std, masks
+    return pre.normalise(x), masks
 
 
 def _check_classes(model: Model, dataset, classes: list[str]) -> None:

@@ -32,7 +32,6 @@ import contextlib
 import difflib
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..devices import resolve_device
 from ..errors import DataError, InputError, ModelError
+from ..files import atomic_write_bytes, sha256_file
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = 1
@@ -207,14 +208,6 @@ def load_foreground(cache_dir: str | Path, key: str) -> np.ndarray | None:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _module_fingerprint(module: torch.nn.Module) -> str:
     """sha256 over the state dict (names, dtypes, shapes, bytes): which weights made the class predictions."""
     h = hashlib.sha256()
@@ -226,20 +219,6 @@ def _module_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
 def _png_bytes(mask: np.ndarray) -> bytes:
     import io
 
@@ -248,20 +227,6 @@ def _png_bytes(mask: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(buf, format="PNG")
     return buf.getvalue()
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise InputError(f"device {device!r} is not valid; use auto, cpu or cuda[:N]") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return dev
 
 
 def _coco_names(names: Iterable[str], categories: Sequence[str], what: str) -> list[str]:
@@ -401,7 +366,7 @@ def _is_done(entry: dict | None, mask_path: Path, image: Path) -> bool:
     if entry.get("image_stat") == stat:
         return True
     try:
-        same = entry.get("image_sha256") == _sha256_file(image)
+        same = entry.get("image_sha256") == sha256_file(image)
     except OSError:
         return False
     if same:
@@ -515,7 +480,7 @@ def run_masks(
             raise DataError(f"image key {r.key!r} collides with the mask index {INDEX_NAME}")
         by_path[p] = r.key
 
-    weights_sha = _sha256_file(weights_path)
+    weights_sha = sha256_file(weights_path)
     settings = _settings(weights_sha, arch, threshold, cls, min_size, max_size, model_info, cmap)
     try:
         old = read_index(cache)
@@ -557,7 +522,7 @@ def run_masks(
     def save_index() -> None:
         index["last_run"] = {"total": run.total, "computed": run.computed, "reused": run.reused,
                              "failed": len(run.failed)}
-        _atomic_write_bytes(cache / INDEX_NAME, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(cache / INDEX_NAME, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode())
 
     detector = None
     if todo:  # build (and check) the detector before touching the cache
@@ -586,7 +551,7 @@ def run_masks(
         for r in todo:
             try:
                 stat = _image_stat(r.image)
-                digest = _sha256_file(r.image)
+                digest = sha256_file(r.image)
                 img = load_image(r.image)
             except (OSError, InputError, DataError) as e:
                 run.failed[r.key] = " ".join(str(e).split())
@@ -638,7 +603,7 @@ def run_masks(
                     if mask.shape != (img.height, img.width):  # torchvision pastes at the input size
                         raise ModelError(f"Mask R-CNN returned a {mask.shape} mask for a {img.height}x{img.width} "
                                          f"image {r.image}")
-                    _atomic_write_bytes(foreground_mask_path(cache, r.key), _png_bytes(mask))
+                    atomic_write_bytes(foreground_mask_path(cache, r.key), _png_bytes(mask))
                     entry.update(
                         instances=int(keep.sum()),
                         scores=[round(float(s), 6) for s in scores[keep].cpu()],

@@ -403,9 +403,14 @@ def prepare(img: Image.Image, pre: Preprocessing) -> PreparedImage:
     if pre.in_chans == 1:
         arr = arr.mean(axis=-1, keepdims=True)
     t = torch.from_numpy(arr).permute(2, 0, 1)
-    mean = torch.tensor(pre.mean[: pre.in_chans], dtype=torch.float32)[:, None, None]
-    std = torch.tensor(pre.std[: pre.in_chans], dtype=torch.float32)[:, None, None]
-    return PreparedImage((t - mean) / std, display, (w, h), (rw, rh), (left, top, left + tw, top + th))
+    return PreparedImage(pre.normalise(t), display, (w, h), (rw, rh), (left, top, left + tw, top + th))
+
+
+def to_unit_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 images ``[..., H, W, C]`` -> float32 ``[..., C, H, W]`` in [0, 1] (then ``Preprocessing.normalise``)."""
+    if images.dtype != np.uint8 or images.ndim < 3:
+        raise InputError(f"expected uint8 images [..., H, W, C], got {images.dtype} of shape {images.shape}")
+    return torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float().div_(255.0)
 
 
 def load_batch(paths: list[str | Path], pre: Preprocessing) -> tuple[torch.Tensor, list[PreparedImage]]:

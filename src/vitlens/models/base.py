@@ -37,6 +37,17 @@ class Preprocessing:
     crop_pct: float = 1.0
     in_chans: int = 3
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Float images in [0, 1], ``[..., C, H, W]`` -> model input ``(x - mean) / std`` per channel (the first
+        ``C`` entries of ``mean``/``std``). The one normalisation rule for files, builtin benchmarks and training."""
+        c = x.shape[-3]
+        if len(self.mean) < c or len(self.std) < c:
+            raise InputError(f"images have {c} channels but the preprocessing has mean {self.mean}, std {self.std}")
+        shape = (c, 1, 1)
+        mean = torch.tensor(self.mean[:c], dtype=torch.float32, device=x.device).reshape(shape)
+        std = torch.tensor(self.std[:c], dtype=torch.float32, device=x.device).reshape(shape)
+        return (x - mean) / std
+
     def to_dict(self) -> dict:
         return {
             "input_size": list(self.input_size),
