@@ -13,7 +13,8 @@ import torch
 import vitlens
 import vitlens.bench.store as store_mod
 from vitlens.bench.config import ConfigError, load_config, parse_config
-from vitlens.bench.runner import load_batch, run_study, to_model_input
+from vitlens.bench.runner import run_study
+from vitlens.bench.sources import load_batch, to_model_input
 from vitlens.bench.store import ResultsStore
 from vitlens.cli import main
 from vitlens.report.study import bootstrap_ci, holm, summarise, write_report

@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 import vitlens
-from vitlens.cli import main, method_label, parse_method
+from vitlens.cli import main
 from vitlens.data import load_batch
+from vitlens.specs import method_label, parse_method
 
 EXE = shutil.which("vitlens") or os.path.join(os.path.dirname(sys.executable), "vitlens")
 

@@ -360,7 +360,7 @@ def test_data_problems_are_clear_errors(tmp_path):
 
 
 def test_model_kwargs_take_tuples_for_swin():
-    from vitlens.cli import parse_kwargs
+    from vitlens.specs import parse_kwargs
 
     assert parse_kwargs("img_size=32,depths=(1,1),num_heads=[1,2],window_size=2") == {
         "img_size": 32, "depths": (1, 1), "num_heads": (1, 2), "window_size": 2}

@@ -411,7 +411,7 @@ def test_overlay_original_and_errors(tmp_path):
     heat = to_original((m - m.min()) / (m.max() - m.min()), prep)
     inside = np.isfinite(heat)
     assert np.array_equal(out[~inside], arr[~inside]) and (~inside).any()
-    from vitlens.report.overlay import overlay
+    from vitlens.viz import overlay
 
     assert np.array_equal(out[inside], overlay(arr, np.nan_to_num(heat), 0.4)[inside])
     assert np.array_equal(overlay_original(Image.fromarray(arr), m[None], prep, alpha=0.4), out)
@@ -426,7 +426,7 @@ def test_overlay_original_and_errors(tmp_path):
 
 # ------------------------------------------------------------------------------------------ CLI
 def test_explain_original_writes_overlays_at_the_original_resolution(tmp_path):
-    from vitlens.cli import explain_files
+    from vitlens.explain_files import explain_files
 
     raw = ramp12(70, 90)
     write_dicom(tmp_path / "scan.dcm", raw, "MONOCHROME1", bits_stored=12, WindowCenter=1800, WindowWidth=2400)

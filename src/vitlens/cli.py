@@ -7,63 +7,12 @@ A :class:`~vitlens.errors.VitlensError` prints one line ``vitlens: error: ...`` 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from .errors import InputError, VitlensError
-
-
-# ------------------------------------------------------------------------------------------ parsing
-def parse_value(text: str) -> Any:
-    """'0.9' -> 0.9, '3' -> 3, 'true' -> True, 'none' -> None, anything else stays a string."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
-    """``NAME[:key=value[:key=value...]]`` -> (name, params), e.g. ``rollout:head_fusion=max:discard_ratio=0.9``."""
-    name, *parts = spec.strip().split(":")
-    params: dict[str, Any] = {}
-    for part in parts:
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise InputError(f"method parameter {part!r} in {spec!r} is not key=value")
-        params[key.strip()] = parse_value(value.strip())
-    if not name:
-        raise InputError(f"empty method name in {spec!r}")
-    return name, params
-
-
-def method_label(name: str, params: dict[str, Any]) -> str:
-    """File-name-safe label: ``rollout`` or ``rollout_head_fusion-max_discard_ratio-0.9``."""
-    if not params:
-        return name
-    return name + "_" + "_".join(f"{k}-{v}" for k, v in sorted(params.items()))
-
-
-def resolve_target_arg(text: str | None, model) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    names = model.class_names or []
-    if text in names:
-        return names.index(text)
-    raise InputError(f"--target {text!r} is neither a class index nor one of the model's class names")
+from .specs import parse_kwargs, parse_value
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -95,96 +44,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def explain_files(
-    images: Sequence[str | Path],
-    model_spec: str,
-    methods: Sequence[str],
-    out: str | Path,
-    *,
-    checkpoint: str | None = None,
-    target: str | None = None,
-    batch_size: int = 8,
-    alpha: float = 0.5,
-    seed: int = 0,
-    model=None,
-    original: bool = False,
-) -> list[dict[str, Any]]:
-    """Explain image files with several methods; write overlays, grids, raw maps and a summary JSON (with how
-    each file was read: format, bit depth, window, frames). ``original``: also ``<label>_original.png``, the
-    overlay on the original image at its original resolution."""
-    import numpy as np
-    import torch
-
-    from .data.geometry import overlay_original
-    from .data.images import prepare, read_image_info
-    from .explainers import get_explainer
-    from .maps import upsample
-    from .models import load_model
-    from .report.overlay import overlay, save_grid
-
-    if not images:
-        raise InputError("no images given")
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    model = model or load_model(model_spec, checkpoint=checkpoint, seed=seed)
-    parsed = [parse_method(m) for m in methods]
-    explainers = [(method_label(n, p), get_explainer(n, model, **p)) for n, p in parsed]
-    tgt = resolve_target_arg(target, model)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stems: dict[str, int] = {}
-    records: list[dict[str, Any]] = []
-    paths = [Path(p) for p in images]
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        read = [read_image_info(p) for p in chunk]
-        prepared = [prepare(img, model.preprocessing) for img, _ in read]
-        x = torch.stack([p.tensor for p in prepared])
-        results = {label: e.explain(x, tgt) for label, e in explainers}
-        first = next(iter(results.values()))
-        probs = torch.softmax(first.logits.float(), dim=-1).cpu()
-        for i, (path, prep) in enumerate(zip(chunk, prepared, strict=True)):
-            stem = path.stem
-            stems[stem] = stems.get(stem, 0) + 1
-            if stems[stem] > 1:
-                stem = f"{stem}_{stems[stem]}"
-            img_dir = out / stem
-            img_dir.mkdir(parents=True, exist_ok=True)
-            pred = int(probs[i].argmax())
-            panels = {}
-            for label, res in results.items():
-                raw = res.maps[i].cpu()
-                np.save(img_dir / f"{label}.npy", raw.numpy())
-                heat = upsample(raw[None], prep.display.shape[:2])[0].numpy()
-                ov = overlay(prep.display, heat, alpha=alpha)
-                from PIL import Image
-
-                Image.fromarray(ov).save(img_dir / f"{label}.png")
-                if original:
-                    orig = overlay_original(read[i][0], raw, prep, alpha=alpha)
-                    Image.fromarray(orig).save(img_dir / f"{label}_original.png")
-                cls_specific = dict(explainers)[label].class_specific
-                key = f"{label}\n(target {model.class_name(int(res.target[i]))})" if cls_specific else label
-                panels[key] = ov
-            title = f"{path.name}: predicted {model.class_name(pred)} (p={float(probs[i, pred]):.3f})"
-            save_grid(img_dir / "grid.png", prep.display, panels, title)
-            records.append(
-                {
-                    "image": str(path),
-                    "dir": str(img_dir),
-                    "predicted": pred,
-                    "predicted_name": model.class_name(pred),
-                    "probability": float(probs[i, pred]),
-                    "targets": {label: int(res.target[i]) for label, res in results.items()},
-                    "methods": {label: e.params() | {"name": e.name} for label, e in explainers},
-                    "input": read[i][1],
-                }
-            )
-    (out / "summary.json").write_text(json.dumps({"model": model.name, "images": records}, indent=2))
-    return records
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain_files import explain_files
+
     methods = [m for group in args.method for m in group.split(",") if m.strip()]
     records = explain_files(
         args.images,
@@ -201,26 +63,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"{r['image']}: {r['predicted_name']} (p={r['probability']:.3f}) -> {r['dir']}")
     print(f"wrote {len(records)} image(s) x {len(methods)} method(s) to {args.out}")
     return 0
-
-
-def parse_kwargs(text: str | None) -> dict[str, Any]:
-    """``img_size=112,patch_size=8`` -> {"img_size": 112, "patch_size": 8}; a bracketed value is a tuple:
-    ``depths=(2,2),num_heads=[1,2]`` -> {"depths": (2, 2), "num_heads": (1, 2)}."""
-    import re
-
-    out: dict[str, Any] = {}
-    for part in re.split(r",(?![^()\[\]]*[)\]])", text or ""):  # commas outside brackets
-        if not part.strip():
-            continue
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--model-kwargs entry {part!r} is not key=value")
-        value = value.strip()
-        if value[:1] in "([" and value[-1:] in ")]":
-            out[key.strip()] = tuple(parse_value(v.strip()) for v in value[1:-1].split(",") if v.strip())
-        else:
-            out[key.strip()] = parse_value(value)
-    return out
 
 
 def parse_lr_grid(text: str) -> list[float]:

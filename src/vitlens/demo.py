@@ -18,8 +18,7 @@ from .errors import VitlensError
 from .explainers import applicable_explainers, get_explainer
 from .maps import upsample
 from .models import list_builtin, load_model
-from .report.html import Row, Section, outline, render_page
-from .report.overlay import overlay, save_grid
+from .viz import Row, Section, outline, overlay, render_page, save_grid
 
 # lighter settings for the costliest methods, so the demo stays a quick first look (each is stated on the page)
 DEMO_PARAMS = {"rise": {"n_masks": 500}, "smoothgrad": {"n_samples": 16}, "integrated_gradients": {"n_steps": 16}}

@@ -1,7 +1,7 @@
 """Pictures and files the app sends: PNG data URLs, heatmaps, mask outlines, the download zip.
 
 The page composes an overlay from two layers, the model's input crop and the colour heatmap on top with CSS
-``opacity``; that is exactly :func:`vitlens.report.overlay.overlay` (``(1-a)·image + a·colour``) with
+``opacity``; that is exactly :func:`vitlens.viz.overlay` (``(1-a)·image + a·colour``) with
 ``a`` from the slider, so the slider needs no request. The zip holds what ``vitlens explain`` writes: the raw
 map (``.npy``, float32 on the explainer's grid), the heatmap, the overlay at the chosen opacity, plus the
 input crop, the evidence mask of a builtin sample and ``settings.json``.
@@ -17,21 +17,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..maps import upsample
-from ..report.html import mask_edge
-from ..report.overlay import colorize, overlay
+from ..viz import colorize, overlay, png_data_uri
+from ..viz import png_bytes as _png
+
+PNG_LEVEL = 1  # fast zlib level: the app encodes PNGs per request
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    return _png(arr, PNG_LEVEL)
 
 
 def data_url(arr: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(arr)).decode("ascii")
+    return png_data_uri(arr, PNG_LEVEL)
 
 
 def heat01(raw_map: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -41,13 +40,6 @@ def heat01(raw_map: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 def heat_rgb(heat: np.ndarray) -> np.ndarray:
     return colorize(heat, "jet")
-
-
-def outline_rgba(mask: np.ndarray, colour=(255, 255, 255)) -> np.ndarray:
-    """A transparent layer with the boundary of a boolean mask (2 px wide, white with a dark edge)."""
-    out = np.zeros((*mask.shape[:2], 4), np.uint8)
-    out[mask_edge(mask)] = (*colour, 255)
-    return out
 
 
 def map_payload(raw: np.ndarray) -> dict[str, Any]:

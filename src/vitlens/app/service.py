@@ -33,12 +33,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..cli import method_label, parse_method, parse_value
+from ..data.geometry import transform_mask
 from ..data.images import PreparedImage, prepare
 from ..errors import InputError, ModelError
 from ..explainers import Explainer, get_explainer
 from ..metrics import get_metric
 from ..models import Model, list_builtin, load_model
+from ..specs import method_label, parse_method, parse_value, resolve_target
+from ..viz import outline_rgba
 from . import render
 from .catalog import BuiltinSample, get_sample, method_specs, param_defaults
 from .uploads import DecodedImage
@@ -173,12 +175,6 @@ class Input:
         return self.prepared.tensor[None]
 
 
-def crop_mask(mask: np.ndarray, prep: PreparedImage) -> np.ndarray:
-    """A mask of the original image through the same resize and centre crop as the image (nearest)."""
-    im = Image.fromarray(mask.astype(np.uint8) * 255).resize(prep.resized_size, Image.Resampling.NEAREST)
-    return np.asarray(im.crop(prep.crop_box)) > 127
-
-
 def _finite(v: float) -> float | None:
     return None if v is None or math.isnan(v) else float(v)
 
@@ -257,28 +253,16 @@ class Service:
                 "sample_label": s.label_name, "width": s.image.shape[1], "height": s.image.shape[0]}
         if s.benchmark == entry.benchmark:  # the model's own classes: its prediction can be right or wrong
             meta["true_label"] = s.label_name
-        marker = crop_mask(s.marker, prep) if s.marker is not None else None
+        marker = transform_mask(s.marker, prep) if s.marker is not None else None
         meta["marker"] = marker is not None and bool(marker.any())
-        return Input(prep, crop_mask(s.mask, prep), s, meta, marker)
-
-    def _target(self, target: int | str | None, model: Model) -> int | None:
-        if target is None or isinstance(target, int):
-            return target
-        t = target.strip()
-        names = [model.class_name(i) for i in range(model.num_classes)]
-        if t in names:
-            return names.index(t)
-        try:
-            return int(t)
-        except ValueError:
-            raise InputError(f"target {target!r} is neither a class index nor a class name of {model.name!r}") from None
+        return Input(prep, transform_mask(s.mask, prep), s, meta, marker)
 
     def _image_payload(self, inp: Input) -> dict[str, Any]:
         out = {**inp.meta, "display": render.data_url(inp.prepared.display), "outline": None}
         if inp.mask is not None and inp.mask.any():
-            layer = render.outline_rgba(inp.mask)
+            layer = outline_rgba(inp.mask)
             if inp.marker is not None and inp.marker.any():  # the shortcut's corner marker, in yellow
-                marker = render.outline_rgba(inp.marker, colour=(255, 214, 0))
+                marker = outline_rgba(inp.marker, colour=(255, 214, 0))
                 layer = np.where(marker[..., 3:] > 0, marker, layer)
             out["outline"] = render.data_url(layer)
         out["input_size"] = list(inp.prepared.display.shape[:2])
@@ -305,7 +289,7 @@ class Service:
         entry = self.entry(settings.model)
         model = entry.model
         inp = self._input(entry, settings, upload)
-        target = self._target(settings.target, model)
+        target = resolve_target(settings.target, model)
         x = inp.x
         with entry.lock:  # explainers are made under the lock too: nothing touches the module concurrently
             labels: dict[str, int] = {}

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VitlensError
+from ..specs import check_target_policy, parse_method
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -62,7 +63,7 @@ class DatasetSpec:
     ``foreground_masks`` (``auto``: the ``vitlens masks`` cache in the data set if present; a directory; or
     ``none``), ``labels`` (``match``: the model's classes must be the data set's; ``ignore``: e.g. an
     ImageNet model on Pascal VOC, where only the masks matter) and ``target`` (explain the ``predicted``
-    class, or the ``label``).
+    class, or the ``label``; :data:`vitlens.specs.TARGET_POLICIES`).
     """
 
     name: str
@@ -102,15 +103,21 @@ class StudyConfig:
 
 
 def _component(raw: Any, where: str) -> Component:
-    if isinstance(raw, str):
-        return Component(raw)
+    if isinstance(raw, str):  # NAME or NAME:key=value[:key=value...], as on the command line
+        try:
+            name, params = parse_method(raw)
+        except VitlensError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        return Component(name, params)
     if isinstance(raw, dict) and isinstance(raw.get("name"), str):
         params = raw.get("params", {}) or {}
         extra = set(raw) - {"name", "params", "mask"}
         if not isinstance(params, dict) or extra:
-            raise ConfigError(f"{where}: entries are NAME or {{name: NAME, params: {{...}}}}, got {raw!r}")
+            raise ConfigError(f"{where}: entries are NAME[:key=value...] or {{name: NAME, params: {{...}}}}, "
+                      f"got {raw!r}")
         return Component(raw["name"], dict(params), str(raw.get("mask", "evidence")))
-    raise ConfigError(f"{where}: entries are NAME or {{name: NAME, params: {{...}}}}, got {raw!r}")
+    raise ConfigError(f"{where}: entries are NAME[:key=value...] or {{name: NAME, params: {{...}}}}, "
+                      f"got {raw!r}")
 
 
 def _dataset(raw: Any, where: str, base_dir: Path | None = None) -> DatasetSpec:
@@ -136,9 +143,12 @@ def _dataset(raw: Any, where: str, base_dir: Path | None = None) -> DatasetSpec:
     classes = raw.get("classes")
     if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
         raise ConfigError(f"{where}: 'classes' must be a list of class names, got {classes!r}")
-    for key, valid in (("labels", ("match", "ignore")), ("target", ("predicted", "label"))):
-        if raw.get(key, valid[0]) not in valid:
-            raise ConfigError(f"{where}: '{key}' must be one of {list(valid)}, got {raw[key]!r}")
+    if raw.get("labels", "match") not in ("match", "ignore"):
+        raise ConfigError(f"{where}: 'labels' must be one of ['match', 'ignore'], got {raw['labels']!r}")
+    try:
+        target = check_target_policy(raw.get("target", "predicted"), where)
+    except VitlensError as e:
+        raise ConfigError(str(e)) from None
     if raw.get("target") == "label" and raw.get("labels") == "ignore":
         raise ConfigError(f"{where}: target: label needs the model's classes to match (labels: match)")
     path = raw.get("path")
@@ -153,7 +163,7 @@ def _dataset(raw: Any, where: str, base_dir: Path | None = None) -> DatasetSpec:
         path=None if path is None else str(path), layout=str(raw.get("layout", "auto")),
         classes=None if classes is None else list(classes), split_seed=int(raw.get("split_seed", 0)),
         foreground_masks=None if fg is None else str(fg), labels=str(raw.get("labels", "match")),
-        target=str(raw.get("target", "predicted")),
+        target=target,
     )
 
 

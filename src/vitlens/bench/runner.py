@@ -11,15 +11,12 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..data.images import to_unit_tensor
 from ..errors import ExplainerError, InputWarning
 from ..explainers import get_explainer
 from ..metrics import get_metric
@@ -27,39 +24,6 @@ from ..models import Model, load_model
 from .config import ConfigError, StudyConfig, load_config
 from .sources import ModelBatch, make_source
 from .store import ResultsStore, unit_id
-
-
-@dataclass
-class Batch:
-    image_ids: list[int]
-    images: np.ndarray  # uint8 [B, H, W, 3]
-    labels: np.ndarray  # int64 [B]
-    masks: dict[str, np.ndarray]  # "evidence" and extra masks -> bool [B, H, W]
-    boxes: np.ndarray  # int64 [B, 4]; -1 where the mask is empty
-
-
-def load_batch(dataset, ids: list[int], seed: int) -> Batch:
-    from ..data.synthetic import get_benchmark
-
-    bench = get_benchmark(dataset.builtin)
-    samples = [bench.sample(i, seed, dataset.split) for i in ids]
-    masks = {"evidence": np.stack([s.mask for s in samples])}
-    for key in bench.extra_mask_keys:
-        masks[key] = np.stack([s.extra_masks[key] for s in samples])
-    boxes = np.array([s.bbox if s.bbox is not None else (-1, -1, -1, -1) for s in samples], dtype=np.int64)
-    return Batch(ids, np.stack([s.image for s in samples]), np.array([s.label for s in samples]), masks, boxes)
-
-
-def to_model_input(model: Model, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Normalise for the model; resize images (bilinear) and masks (nearest) if its input size differs."""
-    pre = model.preprocessing
-    x = to_unit_tensor(batch.images)
-    masks = {k: torch.from_numpy(v) for k, v in batch.masks.items()}
-    if tuple(x.shape[-2:]) != tuple(pre.input_size):
-        x = F.interpolate(x, size=pre.input_size, mode="bilinear", align_corners=False)
-        masks = {k: F.interpolate(v[:, None].float(), size=pre.input_size, mode="nearest")[:, 0] > 0.5
-                 for k, v in masks.items()}
-    return pre.normalise(x), masks
 
 
 def _check_classes(model: Model, dataset, classes: list[str]) -> None:
@@ -179,7 +143,12 @@ def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: b
                 continue
             batch = sources[ds.name].batch(unit["ids"], cfg.seed, model)
             x, masks = batch.x, batch.masks
-            target = None
+            crops = unit_id(ds.name, unit["model"], "crops", unit["ids"][0], unit["ids"][-1], cfg.seed)
+            if not store.has_crops(crops):
+                evidence = masks.get("evidence")
+                store.write_crops(crops, batch.display, unit["ids"], batch.keys,
+                                  None if evidence is None else evidence.numpy())
+            target = None  # the predicted class
             if ds.target == "label":
                 if (batch.labels < 0).any():
                     raise ConfigError(f"dataset {ds.name!r}: target: label, but some images have no label")
@@ -198,7 +167,7 @@ def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: b
                 rows += _rows(unit, batch, comp.key, comp.name, res, out, model)
             store.write_unit(unit["id"], rows, out.maps.cpu().numpy(), unit["ids"],
                              {"dataset": ds.name, "model": unit["model"], "explainer": expl.key,
-                              "first_image": unit["ids"][0], "n_images": len(unit["ids"])})
+                              "first_image": unit["ids"][0], "n_images": len(unit["ids"]), "crops": crops})
             computed += 1
             bar.update(1)
     statuses = [store.status(u["id"]) or {} for u in units]

@@ -23,7 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from ..data.images import to_unit_tensor
+from ..data.synthetic import get_benchmark
 from ..errors import DataError
 from ..models import Model
 
@@ -39,10 +42,40 @@ class ModelBatch:
     boxes: torch.Tensor  # int64 [B, 4] enclosing box of the annotated boxes; (-1,-1,-1,-1) where none
 
 
+@dataclass
+class Batch:
+    image_ids: list[int]
+    images: np.ndarray  # uint8 [B, H, W, 3]
+    labels: np.ndarray  # int64 [B]
+    masks: dict[str, np.ndarray]  # "evidence" and extra masks -> bool [B, H, W]
+    boxes: np.ndarray  # int64 [B, 4]; -1 where the mask is empty
+
+
+def load_batch(dataset, ids: list[int], seed: int) -> Batch:
+    """Images, labels, masks and boxes of builtin-benchmark samples ``ids`` at the benchmark's own size."""
+    bench = get_benchmark(dataset.builtin)
+    samples = [bench.sample(i, seed, dataset.split) for i in ids]
+    masks = {"evidence": np.stack([s.mask for s in samples])}
+    for key in bench.extra_mask_keys:
+        masks[key] = np.stack([s.extra_masks[key] for s in samples])
+    boxes = np.array([s.bbox if s.bbox is not None else (-1, -1, -1, -1) for s in samples], dtype=np.int64)
+    return Batch(ids, np.stack([s.image for s in samples]), np.array([s.label for s in samples]), masks, boxes)
+
+
+def to_model_input(model: Model, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Normalise for the model; resize images (bilinear) and masks (nearest) if its input size differs."""
+    pre = model.preprocessing
+    x = to_unit_tensor(batch.images)
+    masks = {k: torch.from_numpy(v) for k, v in batch.masks.items()}
+    if tuple(x.shape[-2:]) != tuple(pre.input_size):
+        x = F.interpolate(x, size=pre.input_size, mode="bilinear", align_corners=False)
+        masks = {k: F.interpolate(v[:, None].float(), size=pre.input_size, mode="nearest")[:, 0] > 0.5
+                 for k, v in masks.items()}
+    return pre.normalise(x), masks
+
+
 class BuiltinSource:
     def __init__(self, spec) -> None:
-        from ..data.synthetic import get_benchmark
-
         self.spec = spec
         self.bench = get_benchmark(spec.builtin)
         self.classes = list(self.bench.classes)
@@ -55,8 +88,6 @@ class BuiltinSource:
         return f"builtin:{self.spec.builtin}:{self.spec.split}"
 
     def batch(self, ids: list[int], seed: int, model: Model) -> ModelBatch:
-        from .runner import load_batch, to_model_input
-
         b = load_batch(self.spec, ids, seed)
         x, masks = to_model_input(model, b)
         display = b.images

@@ -2,19 +2,25 @@
 
 A unit is (dataset, model, explainer, batch of images). Its rows (one per image × metric output) go to
 ``results/<unit>.parquet``, its maps to ``maps/<unit>.npz``, and a ``units/<unit>.json`` marker says it is
-done (or skipped, with the reason) — written last, after the data, each by write-to-temp-then-rename. A
-run killed at any point therefore leaves only whole units behind; rerunning computes the missing ones.
+done (or skipped, with the reason) — written last, after the data, each atomically
+(:func:`vitlens.files.atomic_write`). A run killed at any point therefore leaves only whole units behind;
+rerunning computes the missing ones.
+
+The crops the model saw (uint8 ``[B, H, W, 3]``), with their image ids, names and evidence masks on the model
+grid, go to ``crops/<crops id>.npz`` once per (dataset, model, batch), shared by the units of every explainer
+on that batch; the report draws its heatmap grids from them without loading a model or reading the data set.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..files import atomic_write, atomic_write_text
 
 COLUMNS = [
     "dataset", "model", "explainer", "explainer_key", "explainer_params", "metric", "metric_key", "output",
@@ -29,7 +35,7 @@ def unit_id(*parts: Any) -> str:
 class ResultsStore:
     def __init__(self, run_dir: str | Path) -> None:
         self.root = Path(run_dir)
-        for sub in ("results", "maps", "units"):
+        for sub in ("results", "maps", "units", "crops"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     # ---------------------------------------------------------------------------------------- units
@@ -42,25 +48,33 @@ class ResultsStore:
         except ValueError:  # a marker is written atomically; a broken one means tampering: redo the unit
             return None
 
-    def _atomic(self, path: Path, write) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        write(tmp)
-        os.replace(tmp, path)
-
     def write_unit(self, uid: str, rows: list[dict[str, Any]], maps: np.ndarray, image_ids: list[int],
                    info: dict[str, Any]) -> None:
         import pandas as pd
 
         df = pd.DataFrame(rows, columns=COLUMNS)
-        self._atomic(self.root / "results" / f"{uid}.parquet", lambda p: df.to_parquet(p, index=False))
-        self._atomic(
+        atomic_write(self.root / "results" / f"{uid}.parquet", lambda f: df.to_parquet(f, index=False))
+        atomic_write(
             self.root / "maps" / f"{uid}.npz",
-            lambda p: np.savez_compressed(open(p, "wb"), maps=maps.astype(np.float32), image_ids=np.array(image_ids)),
+            lambda f: np.savez_compressed(f, maps=maps.astype(np.float32), image_ids=np.array(image_ids)),
         )
         self.mark(uid, {"status": "done", **info})
 
     def mark(self, uid: str, info: dict[str, Any]) -> None:
-        self._atomic(self.root / "units" / f"{uid}.json", lambda p: p.write_text(json.dumps(info, default=str)))
+        atomic_write_text(self.root / "units" / f"{uid}.json", json.dumps(info, default=str))
+
+    def has_crops(self, crops_id: str) -> bool:
+        return (self.root / "crops" / f"{crops_id}.npz").is_file()
+
+    def write_crops(self, crops_id: str, display: np.ndarray, image_ids: list[int], keys: list[str],
+                    evidence: np.ndarray | None) -> None:
+        """The model-input crops of one batch (uint8 ``[B, H, W, 3]``), their ids and names, and the evidence
+        mask on the model grid (bool ``[B, H, W]``) when the data set has one."""
+        arrays = {"display": np.ascontiguousarray(display, dtype=np.uint8), "image_ids": np.array(image_ids),
+                  "keys": np.array(keys, dtype=str)}
+        if evidence is not None:
+            arrays["evidence"] = np.asarray(evidence, dtype=bool)
+        atomic_write(self.root / "crops" / f"{crops_id}.npz", lambda f: np.savez_compressed(f, **arrays))
 
     # ---------------------------------------------------------------------------------------- reading
     def units(self) -> list[dict[str, Any]]:
@@ -85,3 +99,11 @@ class ResultsStore:
     def maps(self, uid: str) -> tuple[np.ndarray, np.ndarray]:
         with np.load(self.root / "maps" / f"{uid}.npz") as z:
             return z["maps"], z["image_ids"]
+
+    def crops(self, crops_id: str) -> dict[str, np.ndarray] | None:
+        """What :meth:`write_crops` stored (``display``, ``image_ids``, ``keys``, ``evidence``), or None."""
+        path = self.root / "crops" / f"{crops_id}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}

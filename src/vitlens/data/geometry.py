@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from ..errors import InputError
+from ..viz import overlay
 from .images import PreparedImage, load_image, to_rgb
 
 
@@ -115,8 +116,6 @@ def overlay_original(
     ``image``: a file path (read with :func:`~vitlens.data.images.load_image`, as ``prepare`` got it), a PIL
     image or a uint8 ``[H0, W0, 3]`` array.
     """
-    from ..report.overlay import overlay
-
     if isinstance(image, str | Path):
         arr = np.asarray(load_image(image))
     elif isinstance(image, Image.Image):

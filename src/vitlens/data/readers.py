@@ -1,4 +1,4 @@
-"""Readers of the published data set layouts beyond class folders (registered in ``layouts.LAYOUTS``).
+"""Readers of the published data set layouts beyond class folders (registered in ``records.LAYOUTS``).
 
 ======== ===================================================================================================
 layout   what is read
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .layouts import (
+from .records import (
     IMAGE_EXTS,
     Dataset,
     FileMask,

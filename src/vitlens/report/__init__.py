@@ -1,5 +1,5 @@
-"""Overlays, figure grids and (later) HTML reports."""
+"""The study report: HTML page, CSV and LaTeX tables, statistics (drawing comes from :mod:`vitlens.viz`)."""
 
-from .overlay import colorize, overlay, save_grid
+from .study import write_report
 
-__all__ = ["colorize", "overlay", "save_grid"]
+__all__ = ["write_report"]

@@ -164,45 +164,44 @@ def _curve_figure(frame, metric_name: str) -> np.ndarray | None:
 
 
 def _heatmap_rows(run_dir: Path, frame, ds_name: str, model: str, n_each: int = 2):
-    """Overlays of a few correct and misclassified images for every explainer that ran on the model."""
+    """Overlays of a few correct and misclassified images for every explainer that ran on the model, drawn on
+    the crops the run stored (no model is loaded, the data set is not read again)."""
     import torch
 
-    from ..bench.config import parse_config
-    from ..bench.sources import make_source
     from ..bench.store import ResultsStore
     from ..maps import upsample
-    from ..models import load_model
-    from .html import Row, outline
-    from .overlay import overlay
+    from ..viz import Row, outline, overlay
 
-    cfg = parse_config(json.loads((run_dir / "config.json").read_text()), str(run_dir / "config.json"))
-    ds = next(d for d in cfg.datasets if d.name == ds_name)
     store = ResultsStore(run_dir)
     units = [u for u in store.units() if u.get("status") == "done" and u["dataset"] == ds_name and u["model"] == model]
     sub = frame[(frame.dataset == ds_name) & (frame.model == model)].drop_duplicates("image_id")
-    picks = list(sub[sub.correct].image_id[:n_each]) + list(sub[~sub.correct].image_id[:n_each])
+    picks = [int(i) for i in list(sub[sub.correct].image_id[:n_each]) + list(sub[~sub.correct].image_id[:n_each])]
+    crops: dict[int, tuple[np.ndarray, str, np.ndarray | None]] = {}  # image id -> (crop, name, evidence)
+    for crops_id in dict.fromkeys(u["crops"] for u in units if u.get("crops")):
+        stored = store.crops(crops_id)
+        if stored is None:
+            continue
+        for j, image_id in enumerate(stored["image_ids"].tolist()):
+            if image_id in picks and image_id not in crops:
+                evidence = stored["evidence"][j] if "evidence" in stored else None
+                crops[image_id] = (stored["display"][j], str(stored["keys"][j]), evidence)
     rows = []
-    if not picks:
-        return rows
-    source = make_source(ds)
-    batch = source.batch([int(i) for i in picks], cfg.seed, load_model(model, seed=cfg.seed))
-    images = batch.display
-    for j, image_id in enumerate(picks):
+    for image_id in picks:
+        if image_id not in crops:  # a run written before crops were stored with it
+            continue
+        image, key, evidence = crops[image_id]
         info = sub[sub.image_id == image_id].iloc[0]
-        if "evidence" in batch.masks:
-            cells = [("input, evidence outlined", outline(images[j], batch.masks["evidence"][j].numpy()))]
-        else:
-            cells = [("input", images[j])]
+        cells = [("input, evidence outlined", outline(image, evidence)) if evidence is not None else ("input", image)]
         for u in units:
             maps, ids = store.maps(u["unit"])
             hit = np.nonzero(ids == image_id)[0]
             if hit.size:
-                heat = upsample(torch.from_numpy(maps[hit[0]][None]), images.shape[1:3])[0].numpy()
-                cells.append((u["explainer"], overlay(images[j], heat)))
+                heat = upsample(torch.from_numpy(maps[hit[0]][None]), image.shape[:2])[0].numpy()
+                cells.append((u["explainer"], overlay(image, heat)))
         ok = bool(info.correct)
         note = (f"true {int(info['true'])}, predicted <span class='{'ok' if ok else 'bad'}'>"
                 f"{int(info.predicted)}</span>")
-        rows.append(Row(title=f"{'correct' if ok else 'misclassified'} · {html.escape(batch.keys[j])}", note=note,
+        rows.append(Row(title=f"{'correct' if ok else 'misclassified'} · {html.escape(key)}", note=note,
                         cells=cells))
     return rows
 
@@ -210,7 +209,7 @@ def _heatmap_rows(run_dir: Path, frame, ds_name: str, model: str, n_each: int = 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write report.html, summary.csv and tables.tex for a study run directory; returns the HTML path."""
     from ..bench.store import ResultsStore
-    from .html import Section, render_page
+    from ..viz import Row, Section, render_page
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
@@ -265,8 +264,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         sub = frame[(frame.dataset == ds) & (frame.model == model)]
         figs = [(m, _curve_figure(sub, m)) for m in ("insertion", "deletion")]
         figs = [(m, f) for m, f in figs if f is not None]
-        from .html import Row
-
         if figs:
             sec.rows.append(Row(title="mean curves", cells=figs, wide=True))
         sec.rows.extend(_heatmap_rows(run_dir, frame, ds, model))

@@ -1,25 +1,10 @@
-"""Heatmap overlays and side-by-side grids (matplotlib, Agg backend: no display needed)."""
+"""Figure grids: the input image and one titled panel per method in a row (matplotlib, Agg: no display)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-
-
-def colorize(heat: np.ndarray, cmap: str = "jet") -> np.ndarray:
-    """``[H, W]`` values in [0, 1] to uint8 RGB with a matplotlib colormap."""
-    from matplotlib import colormaps
-
-    rgba = colormaps[cmap](np.clip(heat, 0.0, 1.0))
-    return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
-
-
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
-    """Blend a [0, 1] heatmap (same H, W as ``image``) over a uint8 RGB image."""
-    colour = colorize(heat, cmap).astype(np.float32)
-    out = (1.0 - alpha) * image.astype(np.float32) + alpha * colour
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def save_grid(path: str | Path, image: np.ndarray, panels: dict[str, np.ndarray], title: str = "") -> Path:

@@ -1,4 +1,5 @@
-"""Self-contained HTML pages: every image is embedded as a base64 PNG, no external files or scripts."""
+"""Self-contained HTML pages (the study report, the demo page) and PNG data URLs (also used by the web app):
+every image is embedded as a base64 PNG, no external files or scripts."""
 
 from __future__ import annotations
 
@@ -12,28 +13,16 @@ import numpy as np
 from PIL import Image
 
 
-def png_data_uri(image: np.ndarray) -> str:
+def png_bytes(image: np.ndarray, compress_level: int = 6) -> bytes:
+    """A uint8 image (``[H, W]``, ``[H, W, 3]`` or ``[H, W, 4]``) as PNG bytes (zlib level ``compress_level``)."""
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    Image.fromarray(image).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
 
 
-def mask_edge(mask: np.ndarray) -> np.ndarray:
-    """The boundary pixels of a boolean mask: mask pixels with a 4-neighbour outside it."""
-    m = mask.astype(bool)
-    inner = m.copy()
-    inner[1:, :] &= m[:-1, :]
-    inner[:-1, :] &= m[1:, :]
-    inner[:, 1:] &= m[:, :-1]
-    inner[:, :-1] &= m[:, 1:]
-    return m & ~inner
-
-
-def outline(image: np.ndarray, mask: np.ndarray, colour=(255, 255, 255)) -> np.ndarray:
-    """Draw the boundary of a boolean mask onto a copy of a uint8 RGB image."""
-    out = image.copy()
-    out[mask_edge(mask)] = colour
-    return out
+def png_data_uri(image: np.ndarray, compress_level: int = 6) -> str:
+    """The image as a ``data:image/png;base64,...`` URL, for self-contained pages."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image, compress_level)).decode("ascii")
 
 
 @dataclass
