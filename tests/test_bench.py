@@ -198,3 +198,45 @@ def test_unit_inputs_follow_the_model_preprocessing():
     expected = (pixels - torch.tensor(pre.mean)[:, None, None]) / torch.tensor(pre.std)[:, None, None]
     assert torch.allclose(x, expected) and masks["evidence"].dtype == torch.bool
     assert json.loads(json.dumps(cfg.to_dict()))["datasets"][0]["n"] == 4
+
+
+def test_crops_are_stored_once_per_batch_and_match_the_inputs(tiny_run):
+    run, _ = tiny_run
+    store = ResultsStore(run)
+    done = [u for u in store.units() if u["status"] == "done"]
+    ids = {u["crops"] for u in done}
+    assert len(ids) == 4  # 2 models x 2 batches, shared by the explainers of a batch
+    assert len(list((run / "crops").glob("*.npz"))) == 4
+    vit = next(u for u in done if u["model"] == "builtin:cells_vit" and u["first_image"] == 0)
+    crops = store.crops(vit["crops"])
+    batch = load_batch(parse_config(TINY).datasets[0], [0, 1], 0)  # cells images are the model's input size
+    np.testing.assert_array_equal(crops["display"], batch.images)
+    np.testing.assert_array_equal(crops["evidence"], batch.masks["evidence"])
+    assert crops["image_ids"].tolist() == [0, 1] and crops["keys"].tolist() == ["cells/test/0", "cells/test/1"]
+
+
+def test_report_draws_heatmaps_without_loading_a_model(tiny_run, tmp_path, monkeypatch):
+    import vitlens.models.loading as loading
+
+    def no_models(*a, **k):
+        raise AssertionError("the report loaded a model")
+
+    monkeypatch.setattr(loading, "load_model", no_models)
+    monkeypatch.setattr(vitlens.models, "load_model", no_models)
+    page = write_report(tiny_run[0], tmp_path).read_text()
+    assert "input, evidence outlined" in page and page.count("data:image/png") > 8
+
+
+def test_writing_a_unit_leaves_no_open_file(tmp_path):
+    import gc
+    import warnings
+
+    store = ResultsStore(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)  # an unclosed file warns when it is collected
+        store.write_unit("u", [], np.zeros((1, 2, 2), np.float32), [0], {"dataset": "d"})
+        store.write_crops("c", np.zeros((1, 2, 2, 3), np.uint8), [0], ["k"], None)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert store.status("u")["status"] == "done" and "evidence" not in store.crops("c")
+    assert not list(tmp_path.rglob("*.tmp*"))
