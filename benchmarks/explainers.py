@@ -4,7 +4,7 @@
 
 Random-init timm models (no downloads), CPU by default. Each timing is the median of ``--repeats`` runs after
 one warm-up. The baseline is the model's own default forward (timm's fused attention on), so the ratio
-includes the cost of switching to the explicit attention path. Targets (issue 2) are printed next to the
+includes the cost of switching to the explicit attention path. Targets are printed next to the
 ratios; the script exits 1 if one is missed with ``--check``.
 """
 

@@ -1,4 +1,4 @@
-"""Foreground masks from torchvision's Mask R-CNN (`vitlens masks`, seed 002's FAF/BAF).
+"""Foreground masks from torchvision's Mask R-CNN (`vitlens masks`, the FAF/BAF metric of Das & Huddar 2025).
 
 A random-init Mask R-CNN with a fixed seed stands in for the COCO weights (no download). The reference is the
 torchvision model itself, built and loaded here independently, run image by image on the same pixels: the

@@ -7,8 +7,8 @@ a metric compares the map with the annotation of exactly the pixels the model sa
 Mask kinds of a data set on disk:
 
 ``evidence``    the layout's annotation mask (the union of the boxes when the layout has only boxes)
-``box``         the union of the annotated boxes (seed 001 scores against expert boxes)
-``foreground``  the cached Mask R-CNN masks of ``vitlens masks DIR`` (seed 002's FAF/BAF)
+``box``         the union of the annotated boxes (arXiv:2503.09535 scores against expert boxes)
+``foreground``  the cached Mask R-CNN masks of ``vitlens masks DIR`` (the FAF/BAF metric of Das & Huddar 2025)
 
 A record without an annotation gets an empty mask of that kind, which every mask metric scores as NaN with a
 warning (counted in the report), never as a miss.

@@ -1,14 +1,14 @@
 """``vitlens bench --init LAYOUT DIR``: write a ready study config for a data set in a public layout.
 
 The config names the data set (path, layout, split, and for the medical layouts the disease-positive
-classes, as seed 001 scores only images with a finding), the models, every explainer (those that do not
+classes, as arXiv:2503.09535 scores only images with a finding), the models, every explainer (those that do not
 apply to a model are commented out with the reason when the models can be loaded now; otherwise the runner
 records them as skipped), and every metric the layout's annotations support:
 
 * masks or boxes: the localisation metrics of seeds 001-003 against the ``evidence`` mask (and the pointing
-  game and top-5% IoU against the ``box`` mask when the layout has boxes, as seed 001 scores expert boxes);
-* always: deletion/insertion (seed 000), the positive/negative perturbation test (Chefer et al.) and sparseness;
-* FAF/BAF (seed 002) against the cached ``vitlens masks`` foreground masks when they exist, else the line is
+  game and top-5% IoU against the ``box`` mask when the layout has boxes, as arXiv:2503.09535 scores expert boxes);
+* always: deletion/insertion (Barekatain & Glocker 2025), the positive/negative perturbation test (Chefer et al.) and sparseness;
+* FAF/BAF (Das & Huddar 2025) against the cached ``vitlens masks`` foreground masks when they exist, else the line is
   written commented out with the command that makes them.
 """
 
@@ -20,11 +20,11 @@ from ..errors import ExplainerError, VitlensError
 
 # layout -> (classes to score: None = all, labels policy, note for the header)
 TEMPLATES: dict[str, dict] = {
-    "busi": {"classes": ["benign", "malignant"], "note": "BUSI breast ultrasound: lesion masks (seed 000, 002)"},
-    "kvasir": {"classes": None, "note": "Kvasir-SEG polyps: masks and boxes (seed 001)"},
-    "pbc": {"classes": None, "note": "peripheral blood cells, class folders without masks (seed 000)"},
+    "busi": {"classes": ["benign", "malignant"], "note": "BUSI breast ultrasound: lesion masks (Barekatain & Glocker 2025; Das & Huddar 2025)"},
+    "kvasir": {"classes": None, "note": "Kvasir-SEG polyps: masks and boxes (arXiv:2503.09535)"},
+    "pbc": {"classes": None, "note": "peripheral blood cells, class folders without masks (Barekatain & Glocker 2025)"},
     "voc": {"classes": None, "labels": "ignore", "split": "val",
-            "note": "Pascal VOC: segmentation masks and boxes, scored with ImageNet models (seed 003)"},
+            "note": "Pascal VOC: segmentation masks and boxes, scored with ImageNet models (Coporan 2025)"},
     "coco": {"classes": None, "labels": "ignore", "note": "COCO instances: masks and boxes"},
     "csv": {"classes": None, "note": "a CSV manifest"},
     "folders": {"classes": None, "note": "class folders"},
@@ -123,7 +123,7 @@ def init_config(layout: str, data_dir: str | Path, models: list[str] | None = No
         "            # the layout's split, else vitlens' seeded 80/10/10 split; `all` for every image",
     ]
     if classes:
-        lines.append(f"    classes: [{', '.join(classes)}]   # only images with a finding are scored (seed 001)")
+        lines.append(f"    classes: [{', '.join(classes)}]   # only images with a finding are scored (arXiv:2503.09535)")
     if tpl.get("labels"):
         lines.append(f"    labels: {tpl['labels']}            # the models' classes are not the data set's")
     lines.append("    models:")
@@ -146,7 +146,7 @@ def init_config(layout: str, data_dir: str | Path, models: list[str] | None = No
     lines += [f"  - {m}".replace("steps: 28", f"steps: {steps}") for m in MODEL_METRICS]
     fg = default_mask_dir(root)
     if fg.is_dir():
-        lines.append("  - {name: faf_baf, mask: foreground}   # Mask R-CNN foreground masks (seed 002)")
+        lines.append("  - {name: faf_baf, mask: foreground}   # Mask R-CNN foreground masks (Das & Huddar 2025)")
     else:
         lines.append(f"  # - {{name: faf_baf, mask: foreground}}  # first: vitlens masks {root} --weights MASKRCNN.pth")
     return "\n".join(lines) + "\n"
