@@ -37,7 +37,8 @@ TARGETS = {
 }
 
 
-# Pixel-level gradient / perturbation baselines (explainers/gradient.py, perturbation.py). Their cost is a number of
+# Pixel-level gradient / perturbation baselines (explainers/gradients.py, perturbation.py, sampling.py).
+# Their cost is a number of
 # forwards (+ backwards) set by their parameters, so the benchmark runs them with the settings below and the
 # targets count forward-equivalents: a forward + input-gradient backward costs <= 3 forwards; occlusion's default
 # window is one patch (196 positions for /16 models at 224) and costs one forward per position (+2); rise with K

@@ -175,7 +175,7 @@ def test_matches_hand_written_textbook_lrp_of_a_one_block_vit():
     assert res.maps.dtype == torch.float32  # the contract's dtype; compare in float64 below
     with attnlrp_rules(model), torch.enable_grad():
         xi = x.clone().requires_grad_(True)
-        logits = model._call(xi)
+        logits = model.forward(xi)
         (g,) = torch.autograd.grad(logits[0, 2] + logits[1, 0], [xi])
     maps64 = (xi * g).sum(dim=1).detach()
     assert _close(res.maps.double(), maps64, 1e-6)
@@ -252,7 +252,7 @@ def relevance_account(model: vitlens.Model, x: torch.Tensor, rule: str = "attnlr
         hooks = [m.register_forward_hook(lambda m, _a, out: ln_out.append((m, out))) for m in lns]
         try:
             xi = x.detach().requires_grad_(True)
-            logits = model._call(xi)
+            logits = model.forward(xi)
         finally:
             for h in hooks:
                 h.remove()
@@ -315,7 +315,7 @@ def _gradient_x_input_account(model, x) -> tuple[torch.Tensor, torch.Tensor]:
     for i in range(x.shape[0]):
         with model.evaluating(), torch.enable_grad():
             xi = x[i : i + 1].detach().requires_grad_(True)
-            logits = model._call(xi)
+            logits = model.forward(xi)
             y = logits[0, logits[0].argmax()]
             grads = torch.autograd.grad(y, [xi, *emb, *biases], allow_unused=True)
         ys.append(float(y.detach()))
@@ -374,7 +374,7 @@ def test_swin_is_supported_and_conserves_with_cp_lrp(swin):
     biases = [p for k, p in mod.named_parameters() if k.endswith("bias") and "relative_position" not in k]
     with attnlrp_rules(model, "cp"), torch.enable_grad():
         xi = xd.clone().requires_grad_(True)
-        logits = model._call(xi)
+        logits = model.forward(xi)
         y = logits[:, 3].sum()
         grads = torch.autograd.grad(y, [xi, *biases], allow_unused=True)
     total = sum(float((t * g).detach().sum()) for t, g in zip([xi, *biases], grads, strict=True) if g is not None)
@@ -405,7 +405,7 @@ def test_class_specific():
     # zero here) — checked through the rule context directly
     with attnlrp_rules(model), torch.enable_grad():
         xi = x.clone().requires_grad_(True)
-        logits = model._call(xi)
+        logits = model.forward(xi)
         (g,) = torch.autograd.grad((logits[:, 1] - logits[:, 700]).sum(), [xi])
     assert _close(a - b, (xi * g).sum(1).detach(), 1e-4)
     res = exp.explain(x)

@@ -11,7 +11,7 @@ import torch
 
 import vitlens
 from vitlens.errors import ExplainerError
-from vitlens.explainers.chefer import block_relprop, head_relprop
+from vitlens.explainers.relevance import block_relprop, head_relprop
 
 from .chefer_fixture import MODELS, fixture_images, fixture_model, seeded_state_dict
 from .conftest import VIT_ZOO, images_for, zoo_model
@@ -62,7 +62,7 @@ def test_lrp_conserves_relevance(name):
     model = zoo_model(name)
     x = images_for(model, 2)
     with model.trace_blocks() as (traces, head), torch.no_grad():
-        logits = model._call(x)
+        logits = model.forward(x)
     t = logits.argmax(1)
     r = head_relprop(head, t, model.num_classes)
     torch.testing.assert_close(r.sum(dim=(1, 2)), torch.ones(2), atol=1e-4, rtol=0)

@@ -42,7 +42,7 @@ def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> bool:
 
 # ----------------------------------------------------------------------------------- naive references
 def logit(model: vitlens.Model, x: torch.Tensor, t: int) -> torch.Tensor:
-    return model._call(x)[:, t]
+    return model.forward(x)[:, t]
 
 
 def input_grad(model: vitlens.Model, x: torch.Tensor, t: int) -> torch.Tensor:
@@ -132,7 +132,7 @@ def test_integrated_gradients_completeness(family):
     base = pixel_baseline(model, 0.0, x)
     with torch.no_grad(), model.evaluating():
         t = res.target[:, None]
-        diff = model._call(x).gather(1, t)[:, 0] - model._call(base).gather(1, t)[:, 0]
+        diff = model.forward(x).gather(1, t)[:, 0] - model.forward(base).gather(1, t)[:, 0]
     err = (res.maps.sum(dim=(1, 2)) - diff).abs()
     assert (err <= 1e-3 * diff.abs()).all(), (err, diff)
     errs = []

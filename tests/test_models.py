@@ -46,7 +46,7 @@ def test_recording_gives_identical_logits_and_probabilities(zoo, fused):
         x = images_for(model, batch=2)
         plain = model(x)
         with model.record_attention() as rec, torch.no_grad():
-            recorded = model._call(model.check_images(x))
+            recorded = model.forward(model.check_images(x))
         assert torch.allclose(plain, recorded, atol=1e-5)
         depth = len(model.attention_modules())
         assert len(rec.attentions) == depth
@@ -123,7 +123,7 @@ def test_gradients_of_recorded_attention_match_finite_differences():
             h = blk.attn_drop.register_forward_hook(hook)
             try:
                 with model.record_attention(), torch.no_grad():
-                    return model._call(x)[0, 3].item()
+                    return model.forward(x)[0, 3].item()
             finally:
                 h.remove()
 
@@ -252,9 +252,9 @@ def test_recording_a_subset_of_layers(zoo):
     model = zoo_model(zoo)
     x = model.check_images(images_for(model, batch=2))
     with model.record_attention() as full, torch.no_grad():
-        model._call(x)
+        model.forward(x)
     with model.record_attention(layers=[-1, 0]) as part, torch.no_grad():
-        model._call(x)
+        model.forward(x)
     assert len(part.attentions) == 2  # in forward order
     assert torch.allclose(part.attentions[0], full.attentions[0], atol=1e-6)
     assert torch.allclose(part.attentions[1], full.attentions[-1], atol=1e-6)

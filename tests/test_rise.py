@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vitlens
-from vitlens.explainers.perturbation import rise_grids, rise_masks, upsample_masks
+from vitlens.explainers.sampling import rise_grids, rise_masks, upsample_masks
 
 from .conftest import images_for, zoo_model
 
@@ -20,7 +20,7 @@ def naive_rise(model: vitlens.Model, x: torch.Tensor, t: int, masks: torch.Tenso
     sal = torch.zeros(x.shape[-2:])
     with torch.no_grad(), model.evaluating():
         for m in masks:
-            prob = model._call(x * m).softmax(dim=-1)[0, t]
+            prob = model.forward(x * m).softmax(dim=-1)[0, t]
             sal += prob * m
     return sal / (len(masks) * p)
 

@@ -59,7 +59,8 @@ class DatasetSpec:
 
     Disk data sets: ``layout`` (auto-detected by default), ``split`` (the layout's split or vitlens' seeded
     80/10/10 one; ``all`` for every image), ``classes`` (only images of these classes, e.g. the
-    disease-positive ones as in the attention-map evaluation of arXiv:2503.09535), ``n`` images from ``start`` (all when omitted),
+    disease-positive ones as in the attention-map evaluation of arXiv:2503.09535), ``n`` images from
+    ``start`` (all when omitted),
     ``foreground_masks`` (``auto``: the ``vitlens masks`` cache in the data set if present; a directory; or
     ``none``), ``labels`` (``match``: the model's classes must be the data set's; ``ignore``: e.g. an
     ImageNet model on Pascal VOC, where only the masks matter) and ``target`` (explain the ``predicted``

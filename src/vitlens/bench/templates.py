@@ -7,7 +7,8 @@ records them as skipped), and every metric the layout's annotations support:
 
 * masks or boxes: the localisation metrics of seeds 001-003 against the ``evidence`` mask (and the pointing
   game and top-5% IoU against the ``box`` mask when the layout has boxes, as arXiv:2503.09535 scores expert boxes);
-* always: deletion/insertion (Barekatain & Glocker 2025), the positive/negative perturbation test (Chefer et al.) and sparseness;
+* always: deletion/insertion (Barekatain & Glocker 2025), the positive/negative perturbation test (Chefer et
+  al.) and sparseness;
 * FAF/BAF (Das & Huddar 2025) against the cached ``vitlens masks`` foreground masks when they exist, else the line is
   written commented out with the command that makes them.
 """
@@ -20,7 +21,8 @@ from ..errors import ExplainerError, VitlensError
 
 # layout -> (classes to score: None = all, labels policy, note for the header)
 TEMPLATES: dict[str, dict] = {
-    "busi": {"classes": ["benign", "malignant"], "note": "BUSI breast ultrasound: lesion masks (Barekatain & Glocker 2025; Das & Huddar 2025)"},
+    "busi": {"classes": ["benign", "malignant"],
+             "note": "BUSI breast ultrasound: lesion masks (Barekatain & Glocker 2025; Das & Huddar 2025)"},
     "kvasir": {"classes": None, "note": "Kvasir-SEG polyps: masks and boxes (arXiv:2503.09535)"},
     "pbc": {"classes": None, "note": "peripheral blood cells, class folders without masks (Barekatain & Glocker 2025)"},
     "voc": {"classes": None, "labels": "ignore", "split": "val",
@@ -123,7 +125,8 @@ def init_config(layout: str, data_dir: str | Path, models: list[str] | None = No
         "            # the layout's split, else vitlens' seeded 80/10/10 split; `all` for every image",
     ]
     if classes:
-        lines.append(f"    classes: [{', '.join(classes)}]   # only images with a finding are scored (arXiv:2503.09535)")
+        lines.append(f"    classes: [{', '.join(classes)}]   # only images with a finding are scored "
+                     "(arXiv:2503.09535)")
     if tpl.get("labels"):
         lines.append(f"    labels: {tpl['labels']}            # the models' classes are not the data set's")
     lines.append("    models:")

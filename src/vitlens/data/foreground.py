@@ -1,6 +1,7 @@
 """Foreground masks without annotations: torchvision's Mask R-CNN (He et al. 2017) on every image of a data set.
 
-The FAF/BAF metric of Das & Huddar (2025) takes the foreground of an image to be what a COCO-trained Mask R-CNN segments in it.
+The FAF/BAF metric of Das & Huddar (2025) takes the foreground of an image to be what a COCO-trained Mask
+R-CNN segments in it.
 :func:`generate_masks` runs torchvision's ``maskrcnn_resnet50_fpn`` (or ``maskrcnn_resnet50_fpn_v2``) with the
 user's local COCO weights file (never the network), keeps the instances with score >= ``score_threshold``,
 optionally only of some COCO categories (``classes``) or of the categories mapped from a vitlens classifier's

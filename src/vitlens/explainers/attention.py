@@ -1,4 +1,6 @@
-"""Attention-family explainers: raw attention, Attention Rollout, Gradient Attention Rollout.
+"""Attention-family explainers: raw attention and Attention Rollout, and the primitives every attention method
+shares (head fusion, discarding, the readout row, one recording pass); Gradient Attention Rollout builds on
+them in :mod:`vitlens.explainers.gradient_rollout`.
 
 All of them read the attention probabilities ``A_l`` of every block (``[B, heads, N, N]``) through the
 model adapter and return the row of the token(s) the classifier reads — the CLS row for CLS-token models,
@@ -89,10 +91,10 @@ def attention_pass(
     with model.record_attention(layers) as rec:
         if grad:
             with torch.enable_grad():
-                logits = model._call(x.detach().requires_grad_(True))
+                logits = model.forward(x.detach().requires_grad_(True))
         else:
             with torch.inference_mode():
-                logits = model._call(x)
+                logits = model.forward(x)
     t = model.resolve_target(logits, target)
     grads = None
     if grad:
@@ -119,7 +121,7 @@ class RawAttention(_AttentionExplainer):
     """Last-layer attention from the CLS token to the patches, heads fused.
 
     Map = readout row of ``fuse_h(A_L)`` over the patch tokens (the CLS row for CLS-token models; the
-    attention-map baseline of seed 001 and of Chefer et al. 2021). Not class-specific.
+    attention-map baseline of arXiv:2503.09535 and of Chefer et al. 2021). Not class-specific.
     """
 
     name = "raw_attention"
@@ -157,29 +159,3 @@ class Rollout(_AttentionExplainer):
         mats = [discard_lowest(fuse_heads(a, self.head_fusion), self.discard_ratio) for a in attns]
         row = rollout_row(self.model, mats, self.alpha)
         return Explanation(to_grid(self.model, row, x.shape[-2:]), logits, t)
-
-
-@register
-class GradRollout(Rollout):
-    """Gradient Attention Rollout (class-specific rollout, as in seeds 000 and 002; Gildenblat's
-    vit-explain): per layer ``fuse_h(ReLU(A ⊙ ∂y_c/∂A))``, then the same discarding, residual
-    ``α·A + (1−α)·I`` with renormalised rows, and product as :class:`Rollout`.
-
-    Deviation from vit-explain: the ReLU is applied per head before fusing (seed 002's formula);
-    vit-explain fuses first and clamps after, which differs for max/min fusion and for mean when heads
-    disagree in sign.
-    """
-
-    name = "grad_rollout"
-    citation = "Chefer et al. 2021 / Gildenblat 2020 (vit-explain), gradient attention rollout"
-    class_specific = True
-
-    def _explain(self, x, target):
-        attns, grads, logits, t = attention_pass(self.model, x, target, grad=True)
-        with torch.no_grad():
-            mats = [
-                discard_lowest(fuse_heads((a * g).clamp_min(0), self.head_fusion), self.discard_ratio)
-                for a, g in zip(attns, grads, strict=True)
-            ]
-            row = rollout_row(self.model, mats, self.alpha)
-            return Explanation(to_grid(self.model, row, x.shape[-2:]), logits, t)

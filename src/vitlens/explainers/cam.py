@@ -7,7 +7,7 @@ residual stream entering the last block), as in pytorch-grad-cam's ViT recipe; f
 stage (default the last); for CNNs the last convolutional stage (``layer4`` for ResNets).
 
 ``attention_gradcam``: Grad-CAM applied to the last attention layer, the ViT baseline of Chefer et al.
-2021 (CVPR) and seed 001: per head weight = mean over the CLS row of ``∂y_c/∂A``, map =
+2021 (CVPR) and arXiv:2503.09535: per head weight = mean over the CLS row of ``∂y_c/∂A``, map =
 ``ReLU(mean_h(w_h · A_h[CLS, patches]))``.
 """
 
@@ -39,7 +39,7 @@ class GradCAM(Explainer):
 
     def _explain(self, x, target):
         with self.model.record_features(self.layer, x.shape[-2:]) as rec, torch.enable_grad():
-            logits = self.model._call(x.detach().requires_grad_(True))
+            logits = self.model.forward(x.detach().requires_grad_(True))
             score, t = self._target_score(logits, target)
             grads = rec.gradient(score)
             feats = rec.features.detach()
@@ -51,7 +51,7 @@ class GradCAM(Explainer):
 
 @register
 class AttentionGradCAM(Explainer):
-    """Grad-CAM on the last attention layer (Chefer et al. 2021's ViT baseline; seed 001's "GradCAM"):
+    """Grad-CAM on the last attention layer (Chefer et al. 2021's ViT baseline; the "GradCAM" of arXiv:2503.09535):
     ``ReLU(mean_h(mean(∂y_c/∂A_h[CLS]) · A_h[CLS, patches]))``."""
 
     name = "attention_gradcam"

@@ -338,7 +338,7 @@ class AttnLRP(Explainer):
     def _explain(self, x, target):
         with attnlrp_rules(self.model, self.attention_rule), torch.enable_grad():
             xi = x.detach().requires_grad_(True)
-            logits = self.model._call(xi)
+            logits = self.model.forward(xi)
             score, t = self._target_score(logits, target)
             (g,) = torch.autograd.grad(score, [xi])
         with torch.no_grad():

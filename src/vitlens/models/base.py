@@ -220,11 +220,15 @@ class Model:
         """Logits ``[B, num_classes]`` in eval mode; errors inside the model become ``InputError``."""
         x = self.check_images(images)
         with self.evaluating():
-            return self._call(x)
+            return self.forward(x)
 
     __call__ = logits
 
-    def _call(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch already validated by :meth:`check_images`, in the caller's context: no mode switch
+        and no gradient setting of its own, so that explainers call it inside ``record_attention``,
+        ``trace_blocks`` or ``record_features`` (and Captum calls it as the forward function). Errors inside
+        the model become ``InputError``; a ``(cls, dist)`` tuple head gives its first output."""
         try:
             out = self._raw_forward(x)
         except (RuntimeError, AssertionError, ValueError) as e:

@@ -1,6 +1,7 @@
-"""Pixel-level gradient and occlusion baselines, computed by Captum (Kokhlikyan et al. 2020).
+"""Pixel-level gradient baselines, computed by Captum (Kokhlikyan et al. 2020); occlusion, which shares the
+pixel conventions below, is in :mod:`vitlens.explainers.perturbation`.
 
-Every method here only needs the model's logits (``model._call``), so it runs on every family the adapter
+Every method here only needs the model's logits (``model.forward``), so it runs on every family the adapter
 knows (timm ViT / DeiT / register ViT, Hugging Face ViT / DeiT, Swin, CNNs), in eval mode
 (``model.evaluating()``) and on frozen models: gradients are taken with respect to the *input* only
 (Captum calls ``torch.autograd.grad(outputs, inputs)``), never touching a parameter's ``.grad``. Captum
@@ -29,7 +30,6 @@ uniform pixel value ``v``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -91,7 +91,7 @@ def pixel_range(model, like: torch.Tensor) -> torch.Tensor:
 def logits_and_target(explainer: Explainer, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
     """One plain forward for the logits and the explained classes (the predicted ones when target is None)."""
     with explainer.model.evaluating(), torch.no_grad():
-        logits = explainer.model._call(x)
+        logits = explainer.model.forward(x)
     return logits.detach(), explainer.model.resolve_target(logits, target)
 
 
@@ -100,7 +100,7 @@ def _target_logit_forward(explainer: Explainer, target: Target, store: dict) -> 
     that saliency and input×gradient need one forward + backward and no separate forward for the target."""
 
     def forward(inp: torch.Tensor) -> torch.Tensor:
-        logits = explainer.model._call(inp)
+        logits = explainer.model.forward(inp)
         t = explainer.model.resolve_target(logits.detach(), target)
         store["logits"], store["target"] = logits.detach(), t
         return logits.gather(1, t[:, None])[:, 0]
@@ -108,7 +108,8 @@ def _target_logit_forward(explainer: Explainer, target: Target, store: dict) -> 
     return forward
 
 
-def _captum(name: str):
+def captum_attr(name: str):
+    """``captum.attr``, or an ExplainerError for explainer ``name`` saying how to install Captum."""
     try:
         import captum.attr as attr
     except ImportError as e:  # a declared dependency, but say what to do if it is missing
@@ -117,13 +118,15 @@ def _captum(name: str):
 
 
 # ------------------------------------------------------------------------------------------ explainers
-class _PixelExplainer(Explainer):
+class PixelExplainer(Explainer):
+    """Base of the class-specific pixel-resolution explainers (gradients, occlusion)."""
+
     class_specific = True
     resolution = "pixel"
 
 
 @register
-class Saliency(_PixelExplainer):
+class Saliency(PixelExplainer):
     """Gradient saliency (Simonyan, Vedaldi, Zisserman 2014): ``max_c |∂y_c/∂x_c,ij|``.
 
     Captum's ``Saliency`` (``abs=True``) computes ``|∂y_c/∂x|`` by one forward and one backward; vitlens takes
@@ -134,7 +137,7 @@ class Saliency(_PixelExplainer):
     citation = "Simonyan, Vedaldi, Zisserman 2014 (ICLR workshop), 'Deep Inside Convolutional Networks'"
 
     def _explain(self, x, target):
-        attr = _captum(self.name)
+        attr = captum_attr(self.name)
         store: dict = {}
         with self.model.evaluating():
             g = attr.Saliency(_target_logit_forward(self, target, store)).attribute(
@@ -144,7 +147,7 @@ class Saliency(_PixelExplainer):
 
 
 @register
-class InputXGradient(_PixelExplainer):
+class InputXGradient(PixelExplainer):
     """Input × gradient (Shrikumar et al. 2016): ``Σ_c x_c,ij · ∂y_c/∂x_c,ij``, signed.
 
     Captum's ``InputXGradient`` computes ``x ⊙ ∂y_c/∂x`` (one forward + backward); vitlens sums over channels.
@@ -156,7 +159,7 @@ class InputXGradient(_PixelExplainer):
     signed = True
 
     def _explain(self, x, target):
-        attr = _captum(self.name)
+        attr = captum_attr(self.name)
         store: dict = {}
         with self.model.evaluating():
             a = attr.InputXGradient(_target_logit_forward(self, target, store)).attribute(
@@ -166,7 +169,7 @@ class InputXGradient(_PixelExplainer):
 
 
 @register
-class IntegratedGradients(_PixelExplainer):
+class IntegratedGradients(PixelExplainer):
     """Integrated Gradients (Sundararajan, Taly, Yan 2017): ``(x − x') ⊙ ∫₀¹ ∂y_c(x' + α(x − x'))/∂x dα``,
     summed over channels (signed), so the map sums to ``y_c(x) − y_c(x')`` up to the quadrature error.
 
@@ -202,11 +205,11 @@ class IntegratedGradients(_PixelExplainer):
         self.internal_batch_size = check_int("internal_batch_size", internal_batch_size, 1, optional=True)
 
     def _explain(self, x, target):
-        attr = _captum(self.name)
+        attr = captum_attr(self.name)
         logits, t = logits_and_target(self, x, target)
         ibs = None if self.internal_batch_size is None else max(self.internal_batch_size, x.shape[0])
         with self.model.evaluating():
-            a = attr.IntegratedGradients(self.model._call).attribute(
+            a = attr.IntegratedGradients(self.model.forward).attribute(
                 x.detach(),
                 baselines=baseline_tensor(self.model, self.baseline, x),
                 target=t,
@@ -245,7 +248,7 @@ def _seeded_noise_tunnel(attr, method, noise: torch.Tensor):
 
 
 @register
-class SmoothGrad(_PixelExplainer):
+class SmoothGrad(PixelExplainer):
     """SmoothGrad (Smilkov et al. 2017): ``max_c |1/n Σ_k ∂y_c(x + ε_k)/∂x|``, ``ε_k ~ N(0, σ²)``.
 
     ``σ = noise_level × (x_max − x_min)`` as in the paper (Sec. 3.1; they recommend 10–20 %, default 0.15),
@@ -276,10 +279,10 @@ class SmoothGrad(_PixelExplainer):
         return eps.to(device=like.device, dtype=like.dtype) * (self.noise_level * pixel_range(self.model, like))
 
     def _explain(self, x, target):
-        attr = _captum(self.name)
+        attr = captum_attr(self.name)
         logits, t = logits_and_target(self, x, target)
         per_chunk = max(1, self.batch_size // x.shape[0])
-        tunnel = _seeded_noise_tunnel(attr, attr.Saliency(self.model._call), self.noise(x))
+        tunnel = _seeded_noise_tunnel(attr, attr.Saliency(self.model.forward), self.noise(x))
         with self.model.evaluating():
             g = tunnel.attribute(
                 x.detach(),
@@ -291,78 +294,3 @@ class SmoothGrad(_PixelExplainer):
                 abs=False,
             )
         return Explanation(g.abs().amax(dim=1), logits, t)
-
-
-def _pair(name: str, value) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        return (check_int(name, value[0], 1), check_int(name, value[1], 1))
-    v = check_int(name, value, 1)
-    return (v, v)
-
-
-@register
-class Occlusion(_PixelExplainer):
-    """Occlusion (Zeiler & Fergus 2014): slide a ``window`` over the image with ``stride``, replace it by
-    ``baseline`` and record the drop of the target logit ``y_c(x) − y_c(x_occluded)``; each pixel gets the
-    mean drop over the windows that cover it. Signed.
-
-    Captum's ``Occlusion`` builds the occluded copies (windows at the border are clipped so every pixel is
-    covered), evaluates ``perturbations_per_eval = batch_size // B`` of them per forward and averages.
-    Defaults: ``window`` = one patch (input size / the model's patch grid: 16 px for a /16 ViT, 32 px for
-    ResNet-50 and Swin), ``stride`` = ``window`` (each patch occluded once; Zeiler & Fergus slide with overlap,
-    pass e.g. ``stride=8`` for that), ``baseline="zero"`` (the data set's mean colour, the paper's grey
-    square). Deviation: the paper plots the drop of the class *probability*; vitlens uses the logit.
-    Cost: one forward per window position per image.
-    """
-
-    name = "occlusion"
-    citation = "Zeiler & Fergus 2014 (ECCV), 'Visualizing and Understanding Convolutional Networks'"
-    signed = True
-
-    def __init__(
-        self,
-        model,
-        window: int | tuple[int, int] | None = None,
-        stride: int | tuple[int, int] | None = None,
-        baseline: str | float = "zero",
-        batch_size: int = 64,
-    ) -> None:
-        super().__init__(model)
-        self.window = _pair("window", window)
-        self.stride = _pair("stride", stride)
-        self.baseline = check_baseline("baseline", baseline)
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        if self.window is not None and self.stride is not None:
-            if self.stride[0] > self.window[0] or self.stride[1] > self.window[1]:
-                raise ExplainerError(f"stride={stride!r} must not exceed window={window!r} (pixels would be skipped)")
-
-    def geometry(self, hw: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-        """(window, stride) in pixels for an input of size ``hw``."""
-        if self.window is None:
-            gh, gw = self.model.grid_size(tuple(hw))
-            window = (math.ceil(hw[0] / gh), math.ceil(hw[1] / gw))
-        else:
-            window = self.window
-        if window[0] > hw[0] or window[1] > hw[1]:
-            raise ExplainerError(f"occlusion window {window} is larger than the {hw[0]}x{hw[1]} input")
-        stride = self.stride if self.stride is not None else window
-        if stride[0] > window[0] or stride[1] > window[1]:
-            raise ExplainerError(f"occlusion stride {stride} must not exceed the window {window}")
-        return window, stride
-
-    def _explain(self, x, target):
-        attr = _captum(self.name)
-        window, stride = self.geometry(tuple(x.shape[-2:]))
-        logits, t = logits_and_target(self, x, target)
-        with self.model.evaluating(), torch.no_grad():
-            a = attr.Occlusion(self.model._call).attribute(
-                x.detach(),
-                sliding_window_shapes=(x.shape[1], *window),
-                strides=(x.shape[1], *stride),
-                baselines=baseline_tensor(self.model, self.baseline, x),
-                target=t,
-                perturbations_per_eval=max(1, self.batch_size // x.shape[0]),
-            )
-        return Explanation(a.mean(dim=1), logits, t)
