@@ -11,7 +11,7 @@ import torch
 
 import vitlens
 from vitlens.errors import ExplainerError
-from vitlens.explainers.relevance import block_relprop, head_relprop
+from vitlens.explainers.relevance import block_relprop, head_relprop, matmul_rule
 
 from .chefer_fixture import MODELS, fixture_images, fixture_model, seeded_state_dict
 from .conftest import VIT_ZOO, images_for, zoo_model
@@ -69,8 +69,16 @@ def test_lrp_conserves_relevance(name):
     for tr in reversed(traces):
         r, r_attn = block_relprop(tr, r)
         torch.testing.assert_close(r.sum(dim=(1, 2)), torch.ones(2), atol=1e-3, rtol=0)
-        # the attention map carries half of the attention branch's relevance (the other half goes to v)
-        assert torch.isfinite(r_attn).all()
+        assert torch.isfinite(r_attn).all() and r_attn.shape == tr.attn.shape
+        # The z-rule through A·v conserves and halves: for any relevance R of the context, R_A and R_v each
+        # sum to half of R (per image). Measured: at most 9.2e-6 relative on the zoo (float32 sums over N·N·d terms);
+        # the tolerance, 1e-4 relative, leaves room for other summation orders, not for a lost or doubled share.
+        g = torch.Generator().manual_seed(0)
+        ctx = torch.rand(tr.attn.shape[0], tr.attn.shape[1], tr.attn.shape[2], tr.v.shape[-1], generator=g)
+        r_a, r_v = matmul_rule(tr.attn, tr.v, ctx)
+        half = 0.5 * ctx.sum(dim=(1, 2, 3))
+        torch.testing.assert_close(r_a.sum(dim=(1, 2, 3)), half, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(r_v.sum(dim=(1, 2, 3)), half, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(VIT_ZOO))

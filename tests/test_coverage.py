@@ -1,4 +1,4 @@
-"""The coverage matrix (issue 5): every explainer on every model family either runs and returns a valid map,
+"""The coverage matrix: every explainer on every model family either runs and returns a valid map,
 or refuses with a VitlensError that says why; the README shows the current matrix."""
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def test_expected_support(matrix):
     whole ViT family (timm, distilled, registers, HF) and refused on Swin and CNNs."""
     vit_family = ("timm ViT", "DeiT distilled", "ViT + registers", "HF ViT")
     for name in ("gradcam", "saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "rise"):
-        if name in matrix:
-            assert set(matrix[name].values()) == {"yes"}, (name, matrix[name])
+        assert name in matrix, f"{name} is missing from the coverage matrix"
+        assert set(matrix[name].values()) == {"yes"}, (name, matrix[name])
     for name, row in matrix.items():
         cls = vitlens.explainers.explainer_class(name)
         if cls.needs_attention:
