@@ -3,8 +3,8 @@
 Methods are read from the registry at request time (``vitlens.applicable_explainers`` and
 ``vitlens.explainers.explainer_info``), so explainers added to vitlens appear without touching the app.
 A parameter's field comes from :data:`PARAM_HINTS` where the app knows it (a choice list for
-``head_fusion``, a bounded number for ``discard_ratio`` and ``alpha``, the valid Grad-CAM sites for
-``layer``); any other parameter gets a field typed by its default value (number, checkbox or text).
+``head_fusion``, the valid Grad-CAM sites for ``layer``); numeric bounds come from the explainer's
+``param_ranges``; any other parameter gets a field typed by its default value (number, checkbox or text).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ PARAM_HINTS: dict[str, dict[str, Any]] = {
         "help": "how the attention heads of a layer are combined",
     },
     "discard_ratio": {
-        "kind": "number", "min": 0.0, "max": 0.99, "step": 0.05,
+        "kind": "number", "step": 0.05,
         "help": "fraction of the weakest attention weights dropped per layer (0 keeps all)",
     },
     "alpha": {
-        "kind": "number", "min": 0.0, "max": 1.0, "step": 0.05,
+        "kind": "number", "step": 0.05,
         "help": "weight of attention against the residual (identity) path",
     },
     "layer": {"kind": "layer", "help": "where Grad-CAM reads the features (default: the last block or stage)"},
@@ -73,7 +73,10 @@ def layer_choices(model: Model, limit: int = 48) -> list[Any]:
 
 
 def param_spec(explainer: str, param: str, default: Any, model: Model) -> dict[str, Any]:
+    """The form field of one parameter; numeric bounds come from the explainer's declared ``param_ranges``
+    (``explainer_info(name)["ranges"]``), the same declaration its constructor validates with."""
     spec: dict[str, Any] = {"name": param, "default": _jsonable(default)}
+    spec.update(explainer_info(explainer)["ranges"].get(param, {}))
     hint = PARAM_HINTS.get(param)
     if hint is not None:
         spec.update(hint)

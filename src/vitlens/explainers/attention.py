@@ -13,10 +13,13 @@ O(L·N³) of the full matrix product; the result is the same row.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from ..models import HEAD_FUSIONS, Model
-from .base import Explainer, Explanation, Target, check_choice, check_range
+from ..registry import ParamRanges
+from .base import Explainer, Explanation, Target, check_choice
 from .registry import register
 
 
@@ -147,11 +150,12 @@ class Rollout(_AttentionExplainer):
 
     name = "rollout"
     citation = "Abnar & Zuidema 2020 (ACL), 'Quantifying Attention Flow in Transformers'"
+    param_ranges: ClassVar[ParamRanges] = {"discard_ratio": (0.0, 1.0, True), "alpha": (0.0, 1.0, False)}
 
     def __init__(self, model, head_fusion: str = "mean", discard_ratio: float = 0.0, alpha: float = 0.5) -> None:
         super().__init__(model, head_fusion)
-        self.discard_ratio = check_range("discard_ratio", discard_ratio, 0.0, 1.0, hi_open=True)
-        self.alpha = check_range("alpha", alpha, 0.0, 1.0)
+        self.discard_ratio = self.check_param("discard_ratio", discard_ratio)
+        self.alpha = self.check_param("alpha", alpha)
 
     @torch.no_grad()
     def _explain(self, x, target):

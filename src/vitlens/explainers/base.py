@@ -18,6 +18,8 @@ import torch
 
 from ..errors import ExplainerError
 from ..models import Model, load_model
+from ..registry import ParamRanges, check_number
+from ..registry import check_choice as _check_choice
 
 Target = int | torch.Tensor | Sequence[int] | None
 
@@ -41,6 +43,8 @@ class Explainer:
     needs_attention: ClassVar[bool] = False
     needs_trace: ClassVar[bool] = False  # reads every tensor inside the blocks (Model.trace_blocks)
     resolution: ClassVar[str] = "patch"  # "patch" (token/feature grid) or "pixel"
+    #: numeric bounds of parameters, read by :meth:`check_param` and shown by the web app's form fields
+    param_ranges: ClassVar[ParamRanges] = {}
 
     def __init__(self, model: Model | Any) -> None:
         self.model = model if isinstance(model, Model) else load_model(model)
@@ -65,6 +69,11 @@ class Explainer:
 
     def params(self) -> dict[str, Any]:
         return {p: getattr(self, p) for p in self.param_names()}
+
+    def check_param(self, name: str, value: Any) -> float:
+        """``value`` checked against the class's declared ``param_ranges[name]``, as a float."""
+        lo, hi, hi_open = self.param_ranges[name]
+        return check_range(name, value, lo, hi, hi_open=hi_open)
 
     def __call__(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
         return self.explain(images, target).maps
@@ -91,15 +100,17 @@ class Explainer:
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise ExplainerError(f"{name}={value!r} is not valid; choose one of {list(choices)}")
+    """An explainer parameter among ``choices`` (:func:`vitlens.registry.check_choice`, ExplainerError)."""
+    _check_choice(name, value, choices, error=ExplainerError)
 
 
 def check_range(name: str, value: Any, lo: float, hi: float, *, hi_open: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ExplainerError(f"{name} must be a number, got {value!r}") from None
-    if not (lo <= v < hi if hi_open else lo <= v <= hi):
-        raise ExplainerError(f"{name}={value!r} is out of range [{lo}, {hi}{')' if hi_open else ']'}")
-    return v
+    """An explainer parameter as a float in ``[lo, hi]`` (``[lo, hi)`` when ``hi_open``)."""
+    return float(check_number(name, value, lo, hi, hi_open=hi_open, coerce=True, error=ExplainerError))
+
+
+def check_int(name: str, value: Any, lo: int, hi: int | None = None, *, optional: bool = False) -> int | None:
+    """An explainer parameter as an int in ``[lo, hi]`` (bools rejected), or None when ``optional``."""
+    if value is None and optional:
+        return None
+    return check_number(name, value, lo, hi, integer=True, error=ExplainerError)

@@ -19,12 +19,15 @@ Edmonds–Karp and minutes with its fastest algorithm; ``benchmarks/attention_fl
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from ..errors import ExplainerError
 from ..models import HEAD_FUSIONS
+from ..registry import ParamRanges
 from .attention import attention_pass, fuse_heads, to_grid
-from .base import Explainer, Explanation, check_choice, check_range
+from .base import Explainer, Explanation, check_choice
 from .registry import register
 
 _INF32 = torch.iinfo(torch.int32).max
@@ -285,12 +288,13 @@ class AttentionFlow(Explainer):
     name = "attention_flow"
     citation = "Abnar & Zuidema 2020 (ACL), 'Quantifying Attention Flow in Transformers'"
     needs_attention = True
+    param_ranges: ClassVar[ParamRanges] = {"alpha": (0.0, 1.0, False)}
 
     def __init__(self, model, head_fusion: str = "mean", alpha: float = 0.5) -> None:
         super().__init__(model)
         check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
         self.head_fusion = head_fusion
-        self.alpha = check_range("alpha", alpha, 0.0, 1.0)
+        self.alpha = self.check_param("alpha", alpha)
 
     @torch.no_grad()
     def _explain(self, x, target):

@@ -35,7 +35,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import ExplainerError
-from .base import Explainer, Explanation, Target, check_choice, check_range
+from .base import Explainer, Explanation, Target, check_choice, check_int, check_range
 from .registry import register
 
 # Captum's "riemann_trapezoid" is left out: its weights sum to 1 − 1/n (step 1/n on n points of linspace(0, 1)),
@@ -44,17 +44,6 @@ IG_METHODS = ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle"
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def check_int(name: str, value, lo: int, hi: int | None = None, *, optional: bool = False) -> int | None:
-    """An int in ``[lo, hi]`` (bools rejected), or None when ``optional``."""
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ExplainerError(f"{name} must be an integer, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        raise ExplainerError(f"{name}={value!r} is out of range [{lo}, {hi if hi is not None else '∞'})")
-    return value
-
-
 def check_baseline(name: str, value) -> str | float:
     """``"black"``, ``"zero"`` or a pixel value in [0, 1]."""
     if isinstance(value, str):

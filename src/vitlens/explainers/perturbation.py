@@ -12,8 +12,8 @@ import math
 import torch
 
 from ..errors import ExplainerError
-from .base import Explanation
-from .gradients import PixelExplainer, baseline_tensor, captum_attr, check_baseline, check_int, logits_and_target
+from .base import Explanation, check_int
+from .gradients import PixelExplainer, baseline_tensor, captum_attr, check_baseline, logits_and_target
 from .registry import register
 
 

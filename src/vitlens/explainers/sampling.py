@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ExplainerError
-from .base import Explainer, Explanation, check_range
-from .gradients import check_int, logits_and_target
+from .base import Explainer, Explanation, check_int, check_range
+from .gradients import logits_and_target
 from .registry import register
 
 

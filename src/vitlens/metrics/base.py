@@ -31,6 +31,8 @@ import torch.nn.functional as F
 
 from ..errors import MetricError
 from ..models import Model, load_model
+from ..registry import check_choice as _check_choice
+from ..registry import check_number as _check_number
 
 Target = int | torch.Tensor | Sequence[int] | None
 
@@ -339,18 +341,13 @@ def top_k_mask(values: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------- param checks
 def check_choice(metric: str, name: str, value: Any, choices: Sequence[Any]) -> Any:
-    if value not in choices:
-        raise MetricError(f"metric {metric!r}: {name}={value!r} is not valid; choose one of {list(choices)}")
-    return value
+    """A metric parameter among ``choices`` (:func:`vitlens.registry.check_choice`, MetricError)."""
+    return _check_choice(name, value, choices, error=MetricError, prefix=f"metric {metric!r}: ")
 
 
 def check_number(
     metric: str, name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False
 ) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        kind = "an integer" if integer else "a number"
-        raise MetricError(f"metric {metric!r}: {name} must be {kind}, got {value!r}")
-    ok = (lo < value if lo_open else lo <= value) and value <= hi
-    if not ok or (isinstance(value, float) and math.isnan(value)):
-        raise MetricError(f"metric {metric!r}: {name}={value!r} is out of range {'(' if lo_open else '['}{lo}, {hi}]")
-    return value
+    """A metric parameter in ``[lo, hi]`` (``(lo, hi]`` when ``lo_open``), an int when ``integer``."""
+    return _check_number(name, value, lo, hi, lo_open=lo_open, integer=integer, error=MetricError,
+                         prefix=f"metric {metric!r}: ")

@@ -5,37 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import MetricError
+from ..registry import Registry
 from .base import Metric
 
-_REGISTRY: dict[str, type[Metric]] = {}
-
-
-def register(cls: type[Metric]) -> type[Metric]:
-    """Class decorator: add a metric under ``cls.name``."""
-    if not cls.name or cls.name in _REGISTRY:
-        raise ValueError(f"metric name {cls.name!r} is empty or registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+METRICS: Registry[Metric] = Registry("metric", MetricError)
+register = METRICS.register
 
 
 def list_metrics() -> list[str]:
-    return sorted(_REGISTRY)
+    return METRICS.names()
 
 
 def metric_class(name: str) -> type[Metric]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise MetricError(f"unknown metric {name!r}; registered: {', '.join(list_metrics())}") from None
+    return METRICS.get(name)
 
 
 def get_metric(name: str, **params: Any) -> Metric:
     """Instantiate a registered metric; unknown or invalid parameters raise a MetricError naming the valid ones."""
     cls = metric_class(name)
-    allowed = cls.param_names()
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise MetricError(f"metric {name!r} has no parameter {', '.join(unknown)}; its parameters: {allowed or 'none'}")
+    METRICS.check_params(name, params, cls.param_names())
     return cls(**params)
 
 
