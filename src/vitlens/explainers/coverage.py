@@ -1,9 +1,10 @@
 """Which explainer runs on which model family: the coverage matrix of the README, computed from the registry.
 
 Every registered explainer is built and run on one small random-init model of each family
-(:data:`FAMILIES`). A cell is either ``yes`` (it ran and returned a valid map) or the reason the explainer
-refused the model (the message of its :class:`~vitlens.errors.VitlensError`). Anything else (a crash, an
-invalid map) is an error of the explainer, raised as :class:`CoverageError`.
+(:data:`FAMILIES` = :data:`vitlens.models.zoo.SMALL_FAMILIES`). A cell is either ``yes`` (it ran and returned
+a valid map) or the reason the explainer refused the model (the message of its
+:class:`~vitlens.errors.VitlensError`). Anything else (a crash, an invalid map) is an error of the explainer,
+raised as :class:`CoverageError`.
 
 ``python -m vitlens.explainers.coverage`` (or ``vitlens list --coverage``) prints the matrix as Markdown;
 ``tests/test_coverage.py`` checks every cell and that the README holds the current matrix.
@@ -12,13 +13,12 @@ invalid map) is an error of the explainer, raised as :class:`CoverageError`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from ..errors import VitlensError
-from ..models import Model, load_model
+from ..models import Model
+from ..models.zoo import SMALL_FAMILIES, Family
 from .registry import explainer_class, get_explainer, list_explainers
 
 # cheap settings for parameters that only trade accuracy for time (so the matrix runs in seconds)
@@ -31,62 +31,7 @@ class CoverageError(AssertionError):
     """An explainer crashed or returned an invalid map on a model family (a bug, not a refusal)."""
 
 
-def _timm_vit(**kw) -> Callable[[], Model]:
-    def make() -> Model:
-        torch.manual_seed(0)
-        dims = dict(img_size=64, patch_size=16, embed_dim=48, depth=2, num_heads=3, num_classes=5)
-        return load_model("timm:vit_small_patch16_224", **(dims | kw))
-
-    return make
-
-
-def _deit_distilled() -> Model:
-    torch.manual_seed(0)
-    return load_model(
-        "timm:deit_tiny_distilled_patch16_224", img_size=64, embed_dim=48, depth=2, num_heads=3, num_classes=5
-    )
-
-
-def _hf_vit() -> Model:
-    try:
-        from transformers import ViTConfig, ViTForImageClassification
-    except ImportError as e:  # pragma: no cover - transformers is in the test extra
-        raise VitlensError("transformers is not installed (pip install 'vitlens[hf]')") from e
-    torch.manual_seed(0)
-    cfg = ViTConfig(
-        image_size=64, patch_size=16, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
-        intermediate_size=96, num_labels=5,
-    )
-    return load_model(ViTForImageClassification(cfg).eval())
-
-
-def _swin() -> Model:
-    torch.manual_seed(0)
-    return load_model(
-        "timm:swin_tiny_patch4_window7_224", embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), num_classes=5
-    )
-
-
-def _resnet50() -> Model:
-    torch.manual_seed(0)
-    return load_model("torchvision:resnet50", num_classes=5)
-
-
-@dataclass(frozen=True)
-class Family:
-    label: str
-    make: Callable[[], Model]
-    input_hw: tuple[int, int]
-
-
-FAMILIES: list[Family] = [
-    Family("timm ViT", _timm_vit(), (64, 64)),
-    Family("DeiT distilled", _deit_distilled, (64, 64)),
-    Family("ViT + registers", _timm_vit(reg_tokens=4), (64, 64)),
-    Family("HF ViT", _hf_vit, (64, 64)),
-    Family("Swin", _swin, (224, 224)),
-    Family("ResNet-50", _resnet50, (64, 64)),
-]
+FAMILIES: list[Family] = SMALL_FAMILIES
 
 
 def fast_params(name: str) -> dict:
