@@ -10,8 +10,7 @@ import torch
 import vitlens
 from vitlens.demo import demo
 from vitlens.models.builtin import WEIGHTS_DIR
-from vitlens.recipes import RECIPES
-from vitlens.train import SAMPLE_CHECK_SIZE, make_splits
+from vitlens.training import RECIPES, SAMPLE_CHECK_SIZE, make_splits
 
 TARGETS = {"cells": 0.95, "ultrasound": 0.90}
 

@@ -15,13 +15,13 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import vitlens
-import vitlens.train as tr
+import vitlens.training as tr
+import vitlens.training.loop as loop
 from tests.dicom_fixtures import write_dicom
 from vitlens.cli import main
 from vitlens.data.images import load_batch
 from vitlens.data.layouts import open_dataset
-from vitlens.recipes import PRESETS, get_preset
-from vitlens.train import TrainConfig, train, train_grid
+from vitlens.training import PRESETS, TrainConfig, get_preset, train, train_grid
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 TINY_ARG = "img_size=32,patch_size=8,embed_dim=32,depth=2,num_heads=2"
@@ -195,7 +195,7 @@ def test_layer_decay_groups_follow_the_formula_and_the_schedule_scales_them(fold
         seen.append([(g["lr"], g["lr_scale"]) for g in opt.param_groups])
         return real_step(model, opt, *a, **k)
 
-    monkeypatch.setattr(tr, "train_step", spy)
+    monkeypatch.setattr(loop, "train_step", spy)
     train(cfg, folders.parent / "ld", progress=False)
     steps = len(seen)
     warmup = int(cfg.warmup_epochs * steps)
@@ -236,21 +236,21 @@ def test_fp16_is_refused_off_cuda_and_the_scaler_path_is_exact(folders, tmp_path
 
 def test_scaler_state_is_checkpointed_and_resumed(folders, tmp_path, monkeypatch):
     """The checkpoint plumbing of the fp16 scaler, exercised on the CPU with an fp32 GradScaler."""
-    monkeypatch.setattr(tr, "make_scaler", lambda amp, device: torch.amp.GradScaler("cpu"))
+    monkeypatch.setattr(loop, "make_scaler", lambda amp, device: torch.amp.GradScaler("cpu"))
     cfg = tiny(folders, amp="off")
     train(cfg, tmp_path / "straight", progress=False)
     steps = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["state"]["step"]
 
-    real_save = tr._save_atomic
+    real_save = loop.save_checkpoint
 
     def save_then_die(obj, path):
         real_save(obj, path)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tr, "_save_atomic", save_then_die)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(tr, "_save_atomic", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     train(cfg, tmp_path / "resumed", progress=False)
     ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
     # the growth tracker counts every successful step: it continued from the first session's value
@@ -419,7 +419,7 @@ def test_lr_grid_selects_the_best_validation_run_and_out_loads(folders, tmp_path
 def test_an_interrupted_grid_resumes_without_computing_anything_twice(folders, tmp_path, monkeypatch):
     cfg = tiny(folders, augment=True)
     counts = {"steps": 0, "evals": 0}
-    real_step, real_eval, real_save = tr.train_step, tr.evaluate, tr._save_atomic
+    real_step, real_eval, real_save = tr.train_step, tr.evaluate, loop.save_checkpoint
 
     def step(*a, **k):
         counts["steps"] += 1
@@ -429,8 +429,8 @@ def test_an_interrupted_grid_resumes_without_computing_anything_twice(folders, t
         counts["evals"] += 1
         return real_eval(*a, **k)
 
-    monkeypatch.setattr(tr, "train_step", step)
-    monkeypatch.setattr(tr, "evaluate", evaluate)
+    monkeypatch.setattr(loop, "train_step", step)
+    monkeypatch.setattr(loop, "evaluate", evaluate)
     train_grid(cfg, [1e-3, 3e-3], tmp_path / "straight", progress=False)
     once = dict(counts)
 
@@ -443,10 +443,10 @@ def test_an_interrupted_grid_resumes_without_computing_anything_twice(folders, t
         if saves["n"] == 3:  # run 1 finished (2 epochs), run 2 killed after its first epoch
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(tr, "_save_atomic", save_then_die)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train_grid(cfg, [1e-3, 3e-3], tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(tr, "_save_atomic", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     card = train_grid(cfg, [1e-3, 3e-3], tmp_path / "resumed", progress=False)
     assert counts == once  # every step and evaluation happened exactly once over both sessions
     counts.update(steps=0, evals=0)

@@ -11,9 +11,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import vitlens
-import vitlens.train as tr
+import vitlens.training as tr
+import vitlens.training.loop as loop
 from vitlens.cli import main
-from vitlens.train import TrainConfig, train
+from vitlens.training import TrainConfig, train
 
 TINY = {"img_size": 112, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 
@@ -45,7 +46,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     cfg = tiny_config()
     train(cfg, tmp_path / "straight", progress=False)
 
-    real_save = tr._save_atomic
+    real_save = loop.save_checkpoint
     calls = {"n": 0}
 
     def save_then_die(obj, path):
@@ -54,7 +55,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
         if calls["n"] == 1:
             raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
 
-    monkeypatch.setattr(tr, "_save_atomic", save_then_die)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "resumed", progress=False)
     ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)

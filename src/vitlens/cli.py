@@ -80,8 +80,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
     import os
 
-    from .recipes import get_preset, get_recipe
-    from .train import TrainConfig, is_builtin_data, resolve_device, train, train_grid
+    from .devices import resolve_device
+    from .training import TrainConfig, get_preset, get_recipe, is_builtin_data, train, train_grid
 
     if args.recipe and args.preset:
         raise InputError("give --recipe NAME (a builtin model) or --preset NAME (fine-tuning), not both")
@@ -237,7 +237,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     from .explainers import list_explainers
-    from .recipes import PRESETS
+    from .training import PRESETS
 
     p = argparse.ArgumentParser(prog="vitlens", description="Explain Vision Transformer decisions and measure them.")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")

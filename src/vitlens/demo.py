@@ -25,8 +25,8 @@ DEMO_PARAMS = {"rise": {"n_masks": 500}, "smoothgrad": {"n_samples": 16}, "integ
 
 
 def demo(out: str | Path, benchmark: str = "cells", n_images: int = 6, seed: int = 0) -> Path:
+    from .data.images import to_unit_tensor
     from .data.synthetic import get_benchmark
-    from .train import _normalise
 
     bench = get_benchmark(benchmark)
     names = [n for n in list_builtin() if n.startswith(benchmark + "_")]
@@ -45,7 +45,7 @@ def demo(out: str | Path, benchmark: str = "cells", n_images: int = 6, seed: int
     for name in sorted(names, key=lambda n: (not n.endswith("_vit"), n)):
         model = load_model(f"builtin:{name}")
         pre = model.preprocessing
-        x = _normalise(images, pre.mean, pre.std)
+        x = pre.normalise(to_unit_tensor(images))
         methods = applicable_explainers(model)
         results = {m: get_explainer(m, model, **DEMO_PARAMS.get(m, {})).explain(x) for m in methods}
         probs = torch.softmax(next(iter(results.values())).logits, dim=-1)

@@ -137,7 +137,9 @@ def wrap_module(
 
 
 # ---------------------------------------------------------------------------------------------- specs
-def _create_timm(name: str, pretrained: bool, num_classes: int | None, kwargs: dict) -> nn.Module:
+def create_timm(name: str, pretrained: bool, num_classes: int | None, kwargs: dict) -> nn.Module:
+    """``timm.create_model`` with a ``num_classes`` head (None: timm's default); :class:`ModelError` naming
+    similar models for an unknown name, and saying how to provide weights when pretrained ones are missing."""
     import timm
 
     if not timm.is_model(name):
@@ -225,7 +227,7 @@ def load_card_dir(path: Path, *, name: str) -> Model:
         classes = list(card["classes"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelError(f"{card_path}: not a valid vitlens model card ({e})") from e
-    module = _create_timm(timm_name, False, len(classes), kwargs)
+    module = create_timm(timm_name, False, len(classes), kwargs)
     apply_state_dict(module, load_state_dict(path / WEIGHTS_NAME), str(path / WEIGHTS_NAME))
     pre = card.get("preprocessing")
     preprocessing = None
@@ -299,7 +301,7 @@ def load_model(
             )
         if num_classes is None and sd is not None:
             num_classes = _classifier_classes(sd, ("head", "fc", "classifier", "head.fc"))
-        module = _create_timm(ref, pretrained, num_classes, model_kwargs)
+        module = create_timm(ref, pretrained, num_classes, model_kwargs)
         source = None
     elif prefix == "hf":
         if model_kwargs:
