@@ -119,3 +119,18 @@ def test_only_adapters_import_architecture_libraries():
     wrong = sorted(f"{m} imports {pkg}" for m in MODS if _package(m) not in allowed
                    for pkg in _imports(m)[1] if pkg in ("timm", "transformers"))
     assert not wrong, wrong
+
+
+def test_only_adapters_name_architecture_classes():
+    """Outside the adapters no code recognises a timm / transformers class by its name (the qualified-name
+    allow-lists an explainer could keep instead of asking its model's adapter)."""
+    allowed = ("vitlens.models", "vitlens.training")
+    wrong = []
+    for m, f in MODS.items():
+        if _package(m) in allowed:
+            continue
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if node.value.startswith(("timm.models.", "timm.layers.", "transformers.models.")):
+                    wrong.append(f"{m}: {node.value!r}")
+    assert not wrong, wrong

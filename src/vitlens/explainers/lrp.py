@@ -9,7 +9,8 @@ transformers >= 5 (``lxt.efficient`` fails on ``find_pruneable_heads_and_indices
 applied here to the unmodified model for one forward/backward: LayerNorm and activation modules get an
 instance-level ``forward`` computing the same values with a rule backward, the q/k/v projections a forward
 hook; all of it is undone on exit, also on errors. (lxt's *explicit* rules serve as the peer reference in the
-tests.) No timm or transformers import: modules are recognised by their qualified class names.
+tests.) No timm or transformers import: the model's adapter names the rule sites
+(:meth:`~vitlens.models.base.Model.lrp_sites`, :mod:`vitlens.models.lrp_sites`).
 
 The rules (paper, Sec. 3), in the Gradient × Input form of lxt's efficient implementation (Arras et al.
 2025): relevance of a tensor ``t`` is ``t ⊙ ĝ`` where ``ĝ`` is a modified gradient of the target logit, so one
@@ -51,7 +52,8 @@ Swin models are supported with the same rules (window attention is the same q/k/
 relative position bias and shift mask are biases of the softmax input) — the paper does not evaluate Swin.
 
 Soundness guard: the rules cover exactly the operations listed above, so every module of the model must be
-of a type whose forward is known to consist of them (an allow-list of torch, timm and Hugging Face classes).
+of a type whose forward is known to consist of them (the adapters' allow-lists of torch, timm and Hugging
+Face classes, compared exactly).
 Anything else (CNNs with BatchNorm/ReLU/max-pool, SwiGLU or gated MLPs, attention pooling, Swin V2's cosine
 attention, unknown custom modules) raises an ExplainerError naming the module.
 """
@@ -68,6 +70,7 @@ from torch import nn
 
 from ..errors import ExplainerError
 from ..models import Model
+from ..models.lrp_sites import LrpSites
 from .base import Explainer, Explanation, check_choice
 from .registry import register
 
@@ -144,122 +147,17 @@ def _grad_scale_hook(scale):
     return hook
 
 
-# ------------------------------------------------------------------------------------- architectures
-def _qualname(m: nn.Module) -> str:
-    return f"{type(m).__module__}.{type(m).__qualname__}"
-
-
-# Modules whose forward consists only of operations covered by the rules above (linear maps, reshapes,
-# concatenation, residual additions, mean pooling, dropout in eval mode) plus the rule sites handled below.
-_TORCH_SAFE = (nn.Linear, nn.Conv2d, nn.Dropout, nn.Identity, nn.Sequential, nn.ModuleList, nn.Softmax, nn.Flatten)
-_ACTIVATIONS = (nn.GELU, nn.SiLU, nn.ReLU)
-_SAFE_QUALNAMES = {
-    # timm ViT / DeiT / distilled DeiT / register ViTs
-    "timm.models.vision_transformer.VisionTransformer",
-    "timm.models.deit.VisionTransformerDistilled",
-    "timm.models.vision_transformer.Block",
-    "timm.layers.attention.Attention",
-    "timm.layers.mlp.Mlp",
-    "timm.layers.patch_embed.PatchEmbed",
-    "timm.layers.layer_scale.LayerScale",
-    "timm.layers.drop.DropPath",
-    "timm.layers.patch_dropout.PatchDropout",
-    # timm Swin (V1)
-    "timm.models.swin_transformer.SwinTransformer",
-    "timm.models.swin_transformer.SwinTransformerStage",
-    "timm.models.swin_transformer.SwinTransformerBlock",
-    "timm.models.swin_transformer.WindowAttention",
-    "timm.models.swin_transformer.PatchMerging",
-    "timm.layers.classifier.ClassifierHead",
-    "timm.layers.adaptive_avgmax_pool.SelectAdaptivePool2d",
-    "timm.layers.adaptive_avgmax_pool.FastAdaptiveAvgPool",
-    # Hugging Face ViT / DeiT (transformers >= 5)
-    *(
-        f"transformers.models.{fam.lower()}.modeling_{fam.lower()}.{fam}{part}"
-        for fam in ("ViT", "DeiT")
-        for part in ("Model", "Embeddings", "PatchEmbeddings", "Layer", "Attention", "MLP", "ForImageClassification")
-    ),
-    "transformers.models.deit.modeling_deit.DeiTForImageClassificationWithTeacher",
-}
-_HF_ACTIVATIONS = {
-    "transformers.activations.GELUActivation",
-    "transformers.activations.GELUTanh",
-    "transformers.activations.NewGELUActivation",
-    "transformers.activations.FastGELUActivation",
-    "transformers.activations.QuickGELUActivation",
-    "transformers.activations.SiLUActivation",
-}
-
-
-def _is_layernorm(m: nn.Module) -> bool:
-    # timm's LayerNorm subclass only switches between F.layer_norm and a fused kernel of the same function
-    return type(m) is nn.LayerNorm or _qualname(m) == "timm.layers.norm.LayerNorm"
-
-
-def _is_activation(m: nn.Module) -> bool:
-    return type(m) in _ACTIVATIONS or _qualname(m) in _HF_ACTIVATIONS
-
-
-def _attention_problem(m: nn.Module) -> str | None:
-    """Why the q/k/v rule site of an attention module cannot be set, or None."""
-    name = _qualname(m)
-    if name in ("timm.layers.attention.Attention", "timm.models.swin_transformer.WindowAttention"):
-        if getattr(m, "gate", None) is not None:
-            return "it multiplies its output by a learned gate (no rule for gated attention)"
-        if not isinstance(getattr(m, "qkv", None), nn.Linear) or m.qkv.out_features % 3:
-            return "it has no fused q/k/v projection"
-    elif name.startswith("transformers.") and name.endswith("Attention"):
-        if not all(isinstance(getattr(m, p, None), nn.Linear) for p in ("q_proj", "k_proj", "v_proj")):
-            return "it has no q_proj/k_proj/v_proj projections"
-    return None
-
-
-def _check_supported(model: Model) -> None:
-    if model.family == "cnn":
-        raise ExplainerError(
-            f"attnlrp (Achtibat et al. 2024) defines LRP rules for transformer operations (attention, LayerNorm, "
-            f"GELU); {model.name!r} is a CNN (BatchNorm, ReLU, pooling), for which it has no rules; use 'gradcam' "
-            "or a gradient method"
-        )
-    for path, m in model.module.named_modules():
-        if "forward" in m.__dict__:
-            raise ExplainerError(
-                f"attnlrp cannot run on {model.name!r}: module {path or '<root>'!r} has an instance-level forward "
-                "override, so the operations it runs are unknown"
-            )
-        if type(m) in _TORCH_SAFE or _is_layernorm(m) or _is_activation(m):
-            continue
-        if _qualname(m) not in _SAFE_QUALNAMES:
-            raise ExplainerError(
-                f"attnlrp has no LRP rule for module {path or '<root>'!r} of {model.name!r} "
-                f"({_qualname(m)}); supported: timm ViT/DeiT (incl. distilled and register tokens, CLS or mean "
-                "readout), timm Swin V1 and Hugging Face ViT/DeiT built from Linear, LayerNorm, GELU and standard "
-                "attention; use 'gradcam' for this model"
-            )
-        problem = _attention_problem(m)
-        if problem is not None:
-            raise ExplainerError(f"attnlrp cannot run on {model.name!r}: attention module {path!r}: {problem}")
-        if _qualname(m) == "timm.layers.adaptive_avgmax_pool.SelectAdaptivePool2d" and m.pool_type not in ("avg", ""):
-            raise ExplainerError(
-                f"attnlrp cannot run on {model.name!r}: its head pools with {m.pool_type!r} (only mean pooling, "
-                "a linear map, is covered by the rules)"
-            )
-
-
-def _attention_sites(model: Model, rule: str) -> list[tuple[nn.Module, float | torch.Tensor]]:
-    """(projection module, gradient scale of its output) for the q, k and v projections of every attention."""
+def _attention_scales(sites: LrpSites, rule: str) -> list[tuple[nn.Module, float | torch.Tensor]]:
+    """(projection, gradient scale of its output) for every q/k/v projection the adapter named."""
     qk, v = ATTENTION_RULES[rule]
-    sites: list[tuple[nn.Module, float | torch.Tensor]] = []
-    for m in model.module.modules():
-        name = _qualname(m)
-        if name in ("timm.layers.attention.Attention", "timm.models.swin_transformer.WindowAttention"):
-            d = m.qkv.out_features // 3  # output laid out as [q | k | v], each (heads × head_dim)
-            sites.append((m.qkv, torch.cat([torch.full((2 * d,), qk), torch.full((d,), v)])))
-        elif name.startswith("transformers.") and name.endswith("Attention") and hasattr(m, "q_proj"):
-            sites += [(m.q_proj, qk), (m.k_proj, qk), (m.v_proj, v)]
-    if not sites:
-        raise ExplainerError(f"attnlrp found no attention module in {model.name!r}")
-    return sites
+    scales: list[tuple[nn.Module, float | torch.Tensor]] = []
+    for proj, part in sites.projections:
+        if part == "qkv":
+            d = proj.out_features // 3  # output laid out as [q | k | v], each (heads × head_dim)
+            scales.append((proj, torch.cat([torch.full((2 * d,), qk), torch.full((d,), v)])))
+        else:
+            scales.append((proj, v if part == "v" else qk))
+    return scales
 
 
 @contextlib.contextmanager
@@ -273,20 +171,18 @@ def attnlrp_rules(model: Model, attention_rule: str = "attnlrp") -> Iterator[Non
     instance attributes deleted and training flags restored.
     """
     check_choice("attention_rule", attention_rule, tuple(ATTENTION_RULES))
-    _check_supported(model)
-    sites = _attention_sites(model, attention_rule)
+    sites = model.lrp_sites("attnlrp")
     handles = []
     swapped: list[nn.Module] = []
     with model.evaluating():
         try:
-            for m in model.module.modules():
-                if _is_layernorm(m):
-                    m.forward = types.MethodType(_layernorm_forward, m)
-                    swapped.append(m)
-                elif _is_activation(m):
-                    m.forward = types.MethodType(_activation_forward, m)
-                    swapped.append(m)
-            for proj, scale in sites:
+            for m in sites.layernorms:
+                m.forward = types.MethodType(_layernorm_forward, m)
+                swapped.append(m)
+            for m in sites.activations:
+                m.forward = types.MethodType(_activation_forward, m)
+                swapped.append(m)
+            for proj, scale in _attention_scales(sites, attention_rule):
                 handles.append(proj.register_forward_hook(_grad_scale_hook(scale)))
             yield
         finally:
@@ -332,8 +228,7 @@ class AttnLRP(Explainer):
         check_choice("attention_rule", attention_rule, tuple(ATTENTION_RULES))
         self.resolution = resolution
         self.attention_rule = attention_rule
-        _check_supported(self.model)
-        _attention_sites(self.model, attention_rule)
+        self.model.lrp_sites(self.name)  # refuses a model the rules do not cover, before any forward
 
     def _explain(self, x, target):
         with attnlrp_rules(self.model, self.attention_rule), torch.enable_grad():

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import ExplainerError, InputError, ModelError
+from .lrp_sites import SUPPORTED as LRP_SUPPORTED
+from .lrp_sites import LrpSites
 from .trace import BlockTrace, HeadTrace
 
 Family = Literal["vit", "swin", "cnn"]
@@ -296,6 +298,14 @@ class Model:
 
     def attention_modules(self) -> list[nn.Module]:
         return []
+
+    def lrp_sites(self, method: str = "attnlrp") -> LrpSites:
+        """Where the AttnLRP rules apply (:mod:`vitlens.models.lrp_sites`): the adapters of architectures the
+        rules cover override this; :class:`ExplainerError` for any other model."""
+        raise ExplainerError(
+            f"{method} has no LRP rules for {self.name!r} ({type(self.module).__name__}); supported: "
+            f"{LRP_SUPPORTED}; use 'gradcam' or a gradient method for this model"
+        )
 
     @contextlib.contextmanager
     def trace_blocks(

@@ -69,6 +69,13 @@ class CNNModel(Model):
                 pass
         return -(-int(hw[0]) // red), -(-int(hw[1]) // red)
 
+    def lrp_sites(self, method: str = "attnlrp"):
+        raise ExplainerError(
+            f"{method} (Achtibat et al. 2024) defines LRP rules for transformer operations (attention, LayerNorm, "
+            f"GELU); {self.name!r} is a CNN (BatchNorm, ReLU, pooling), for which it has no rules; use 'gradcam' "
+            "or a gradient method"
+        )
+
     def feature_site(self, layer, input_hw):
         name = default_cam_layer(self.module) if layer is None else layer
         if not isinstance(name, str):

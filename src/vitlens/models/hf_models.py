@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import ExplainerError, InputError, ModelError
 from .base import Model, Preprocessing
+from .lrp_sites import LrpSites, find_lrp_sites
 from .trace import BlockTrace, HeadTrace
 
 HF_CLASSES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher")
@@ -208,6 +209,34 @@ class HFViT(Model):
             if len(linears) == 2:
                 return (linears[0](z[:, 0]) + linears[1](z[:, 1])) / 2
             return linears[0](z[:, 0])
+
+    def lrp_sites(self, method: str = "attnlrp") -> LrpSites:
+        """AttnLRP rule sites: the ViT/DeiT classes of transformers >= 5 (linear maps, residuals, the rule
+        sites), GELU/SiLU activations of ``transformers.activations``, the q/k/v projections of attention."""
+        from transformers import activations as act
+        from transformers.models.deit import modeling_deit
+        from transformers.models.vit import modeling_vit
+
+        safe = {modeling_deit.DeiTForImageClassificationWithTeacher}
+        attention = set()
+        for lib, fam in ((modeling_vit, "ViT"), (modeling_deit, "DeiT")):
+            parts = ("Model", "Embeddings", "PatchEmbeddings", "Layer", "MLP", "ForImageClassification")
+            safe |= {getattr(lib, fam + part) for part in parts}
+            attention.add(getattr(lib, fam + "Attention"))
+        activations = {act.GELUActivation, act.GELUTanh, act.NewGELUActivation, act.FastGELUActivation,
+                       act.QuickGELUActivation, act.SiLUActivation}
+
+        def projections(m: nn.Module):
+            if type(m) not in attention:
+                return None
+            if not all(isinstance(getattr(m, p, None), nn.Linear) for p in ("q_proj", "k_proj", "v_proj")):
+                return "it has no q_proj/k_proj/v_proj projections"
+            return [(m.q_proj, "q"), (m.k_proj, "k"), (m.v_proj, "v")]
+
+        return find_lrp_sites(
+            self.module, model_name=self.name, safe=safe | attention, layernorms=(), activations=activations,
+            attention=projections, method=method,
+        )
 
     def feature_site(self, layer, input_hw):
         n = len(self._layers)

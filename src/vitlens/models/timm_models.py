@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import ExplainerError, InputError
 from .base import Model, Preprocessing
+from .lrp_sites import LrpSites, find_lrp_sites
 from .trace import BlockTrace, HeadTrace
 
 
@@ -217,6 +218,9 @@ class TimmViT(_TimmModel):
             out = m.forward_head(m.norm(tokens))
         return out[0] if isinstance(out, tuple) else out
 
+    def lrp_sites(self, method: str = "attnlrp") -> LrpSites:
+        return timm_lrp_sites(self, method, swin=False)
+
     def feature_site(self, layer, input_hw) -> tuple[nn.Module, str, Callable[[torch.Tensor], torch.Tensor]]:
         blocks = self.module.blocks
         idx = -1 if layer is None else layer
@@ -252,6 +256,9 @@ class TimmSwin(_TimmModel):
         red = self.module.feature_info[-1]["reduction"]
         return int(hw[0]) // red, int(hw[1]) // red
 
+    def lrp_sites(self, method: str = "attnlrp") -> LrpSites:
+        return timm_lrp_sites(self, method, swin=True)
+
     def feature_site(self, layer, input_hw):
         stages = self.module.layers
         idx = -1 if layer is None else layer
@@ -260,3 +267,56 @@ class TimmSwin(_TimmModel):
                 f"layer={layer!r} is not a stage index of {self.name!r} (valid: -{len(stages)}..{len(stages) - 1})"
             )
         return stages[idx], "output", lambda t: t.permute(0, 3, 1, 2)
+
+
+# ------------------------------------------------------------------------------------------ AttnLRP sites
+def _timm_attention_projections(m: nn.Module) -> list[tuple[nn.Linear, str]] | str | None:
+    """timm ``Attention`` / Swin ``WindowAttention``: the fused ``qkv`` projection, laid out [q | k | v]."""
+    from timm.layers import Attention
+    from timm.models.swin_transformer import WindowAttention
+
+    if type(m) not in (Attention, WindowAttention):
+        return None
+    if getattr(m, "gate", None) is not None:
+        return "it multiplies its output by a learned gate (no rule for gated attention)"
+    if not isinstance(getattr(m, "qkv", None), nn.Linear) or m.qkv.out_features % 3:
+        return "it has no fused q/k/v projection"
+    return [(m.qkv, "qkv")]
+
+
+def _timm_pool_problem(m: nn.Module) -> str | None:
+    from timm.layers import SelectAdaptivePool2d
+
+    if type(m) is SelectAdaptivePool2d and m.pool_type not in ("avg", ""):
+        return f"its head pools with {m.pool_type!r} (only mean pooling, a linear map, is covered by the rules)"
+    return None
+
+
+def timm_lrp_sites(model: Model, method: str, swin: bool) -> LrpSites:
+    """The AttnLRP rule sites of a timm ViT (``swin=False``) or Swin V1 (``swin=True``): the timm classes whose
+    forward consists of linear maps, reshapes, residual additions, mean pooling and the rule sites."""
+    from timm.layers import ClassifierHead, DropPath, LayerNorm, LayerScale, Mlp, PatchDropout, PatchEmbed
+    from timm.layers.adaptive_avgmax_pool import FastAdaptiveAvgPool, SelectAdaptivePool2d
+
+    common = {Mlp, PatchEmbed, LayerScale, DropPath, PatchDropout}
+    if swin:
+        from timm.models.swin_transformer import (
+            PatchMerging,
+            SwinTransformer,
+            SwinTransformerBlock,
+            SwinTransformerStage,
+            WindowAttention,
+        )
+
+        safe = common | {SwinTransformer, SwinTransformerStage, SwinTransformerBlock, WindowAttention, PatchMerging,
+                         ClassifierHead, SelectAdaptivePool2d, FastAdaptiveAvgPool}
+    else:
+        from timm.layers import Attention
+        from timm.models.deit import VisionTransformerDistilled
+        from timm.models.vision_transformer import Block, VisionTransformer
+
+        safe = common | {VisionTransformer, VisionTransformerDistilled, Block, Attention}
+    return find_lrp_sites(
+        model.module, model_name=model.name, safe=safe, layernorms={LayerNorm}, activations=(),
+        attention=_timm_attention_projections, problem=_timm_pool_problem, method=method,
+    )
