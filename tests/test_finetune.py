@@ -1,4 +1,4 @@
-"""Fine-tuning recipes (issue 7 item 4): data sets on disk, pretrained weights through timm, layer decay,
+"""Fine-tuning recipes: data sets on disk, pretrained weights through timm, layer decay,
 mixed precision, presets and the learning-rate grid. Tiny random-init models at 32 px; no network."""
 
 from __future__ import annotations
@@ -370,9 +370,9 @@ def test_model_kwargs_take_tuples_for_swin():
 def test_presets_are_timm_architectures_with_their_weights_config():
     assert {"vit_b16_random", "vit_b16_supervised", "vit_b16_dino", "vit_b16_mae", "deit_b16", "deit_s16",
             "swin_t", "swin_b"} <= set(PRESETS)
-    seed001 = {n: PRESETS[n] for n in ("vit_b16_random", "vit_b16_supervised", "vit_b16_dino", "vit_b16_mae")}
-    assert {c.model for c in seed001.values()} == {"vit_base_patch16_224"}
-    assert seed001["vit_b16_random"].pretrained is None
+    comparison = {n: PRESETS[n] for n in ("vit_b16_random", "vit_b16_supervised", "vit_b16_dino", "vit_b16_mae")}
+    assert {c.model for c in comparison.values()} == {"vit_base_patch16_224"}
+    assert comparison["vit_b16_random"].pretrained is None
     for name, cfg in PRESETS.items():
         assert timm.is_model(cfg.model), name
         assert cfg.image_size == 224 and cfg.data == "" and cfg.lr > 0, name

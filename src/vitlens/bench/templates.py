@@ -5,8 +5,9 @@ classes, as arXiv:2503.09535 scores only images with a finding), the models, eve
 apply to a model are commented out with the reason when the models can be loaded now; otherwise the runner
 records them as skipped), and every metric the layout's annotations support:
 
-* masks or boxes: the localisation metrics of seeds 001-003 against the ``evidence`` mask (and the pointing
-  game and top-5% IoU against the ``box`` mask when the layout has boxes, as arXiv:2503.09535 scores expert boxes);
+* masks or boxes: the localisation metrics of arXiv:2503.09535, Das & Huddar 2025 and Coporan 2025 against
+  the ``evidence`` mask (and the pointing game and top-5% IoU against the ``box`` mask when the layout has
+  boxes, as arXiv:2503.09535 scores expert boxes);
 * always: deletion/insertion (Barekatain & Glocker 2025), the positive/negative perturbation test (Chefer et
   al.) and sparseness;
 * FAF/BAF (Das & Huddar 2025) against the cached ``vitlens masks`` foreground masks when they exist, else the line is

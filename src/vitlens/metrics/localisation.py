@@ -140,7 +140,7 @@ class RelevanceRank(Metric):
 # ------------------------------------------------------------------------------------------------ top k
 @register
 class IoUTopK(Metric):
-    """IoU of the top-k% pixels with the mask (vitlens seed 001): higher is better.
+    """IoU of the top-k% pixels with the mask (arXiv:2503.09535): higher is better.
 
     Threshold the bilinearly upsampled map at its ``k`` percent highest pixels (exactly
     ``round(k/100 * H * W)`` pixels, at least 1; ties go to the lower pixel index) and take the
@@ -149,7 +149,7 @@ class IoUTopK(Metric):
     """
 
     name = "iou_top_k"
-    citation = "vitlens seed 001: IoU of the top-k% pixels of the map with the ground-truth region"
+    citation = "arXiv:2503.09535: IoU of the top-k% pixels of the map with the ground-truth region"
     needs = ("region",)
 
     def __init__(self, k: float = 5.0) -> None:
@@ -231,7 +231,7 @@ def _ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @register
 class OtsuSegmentation(Metric):
-    """Segmentation by Otsu's threshold (Otsu 1979, IEEE Trans. SMC; vitlens seed 003): F1 (Dice) of the
+    """Segmentation by Otsu's threshold (Otsu 1979, IEEE Trans. SMC; Coporan 2025): F1 (Dice) of the
     binarised map with the mask, higher is better.
 
     Min-max normalise the bilinearly upsampled map, threshold it at Otsu's threshold of its 256-bin histogram
@@ -304,7 +304,7 @@ class MeanThresholdSegmentation(Metric):
 # ------------------------------------------------------------------------------------------ attention mass
 @register
 class FafBaf(Metric):
-    """Foreground / background attention fraction on the map's own grid (vitlens seed 002): FAF, higher is
+    """Foreground / background attention fraction on the map's own grid (Das & Huddar 2025): FAF, higher is
     better.
 
     The mask is downsampled to the map's grid by area (the fraction of foreground pixels in each cell,
@@ -315,7 +315,7 @@ class FafBaf(Metric):
     """
 
     name = "faf_baf"
-    citation = "vitlens seed 002: foreground/background attention fraction on the patch grid"
+    citation = "Das & Huddar 2025: foreground/background attention fraction on the patch grid"
     needs = ("region",)
 
     def _compute(self, inp: MetricInputs) -> MetricResult:

@@ -33,7 +33,7 @@ class TrainConfig:
     amp: str = "auto"  # autocast: "auto" (bf16 where supported: CPU, Ampere+ GPUs) | "bf16" | "fp16" (CUDA) | "off"
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    # --- fine-tuning options (issue 7); the defaults reproduce the builtin recipes exactly
+    # --- fine-tuning options; the defaults reproduce the builtin recipes exactly
     layout: str = "auto"  # data layout of a directory (open_dataset); ignored for builtin data
     pretrained: str | None = None  # timm pretrained tag, e.g. "vit_base_patch16_224.dino" (user's hub cache)
     pretrained_file: str | None = None  # local weights file loaded through timm (with the tag's config if given)

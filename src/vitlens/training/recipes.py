@@ -7,11 +7,11 @@ ViTs: CLS token, patch 8 at 112 px (a 14x14 grid, the 196 tokens of ViT-B/16 at 
 3 heads. CNNs: timm ``resnet10t`` with ``output_stride=16`` so that its last stage, the Grad-CAM layer, has
 the same 7x7 resolution as a ViT-B/16 and a finer one than the usual 4x4 at 112 px.
 
-Presets (:data:`PRESETS`) are the models of seed 001's comparison (ViT-B/16 from random, supervised, DINO and
+Presets (:data:`PRESETS`) are the models of arXiv:2503.09535's comparison (ViT-B/16 from random, supervised, DINO and
 MAE initialisation, fine-tuned on medical data with grid-searched learning rates) plus DeiT and Swin: each a
 :class:`~vitlens.train.TrainConfig` at 224 px with the timm pretrained tag (weights from the user's hub cache
 or ``--pretrained-file``) and fine-tuning hyper-parameters from the papers named in the comments, scaled to
-batch 32 with the linear rule (lr ∝ batch size; Goyal et al. 2017) that DeiT, Swin and MAE state. Seed 001
+batch 32 with the linear rule (lr ∝ batch size; Goyal et al. 2017) that DeiT, Swin and MAE state. arXiv:2503.09535
 grid-searched the learning rate: run a preset with ``--lr-grid 1e-5,3e-5,1e-4`` (:data:`DEFAULT_LR_GRID`).
 """
 
@@ -84,7 +84,7 @@ PRESETS: dict[str, TrainConfig] = {
     "vit_b16_dino": TrainConfig(model="vit_base_patch16_224", data="", **{
         **_FINETUNE, "pretrained": "vit_base_patch16_224.dino", "lr": SSL_LR, "layer_decay": SSL_LAYER_DECAY}),
     # MAE (He et al. 2022), headless encoder. MAE fine-tunes with global average pooling; vitlens keeps the class
-    # token (timm's default for this tag), whose attention seed 001 and the attention explainers read.
+    # token (timm's default for this tag), whose attention arXiv:2503.09535 and the attention explainers read.
     "vit_b16_mae": TrainConfig(model="vit_base_patch16_224", data="", **{
         **_FINETUNE, "pretrained": "vit_base_patch16_224.mae", "lr": SSL_LR, "layer_decay": SSL_LAYER_DECAY}),
     # DeiT-B and DeiT-S (Touvron et al. 2021), ImageNet-1k supervised, without distillation token
