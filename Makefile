@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean builtin
+.PHONY: install test test-fast lint format demo bench clean builtin
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,12 +14,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+# every CPU test (gpu-marked tests skip without CUDA; benchmarks/gpu_check.sh runs them on a GPU)
+test: lint
 	$(BIN)/python -m pytest -q
+
+# the quick loop while editing: everything but the tests marked slow
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
 
 demo: $(STAMP)
 	$(BIN)/vitlens demo --out out/demo

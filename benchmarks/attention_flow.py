@@ -88,8 +88,10 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, networkx {nx.__version__}, threads {torch.get_num_threads()}, "
-          f"model {args.model} (random init)")
+    print(
+        f"torch {torch.__version__}, networkx {nx.__version__}, threads {torch.get_num_threads()}, "
+        f"model {args.model} (random init)"
+    )
     print("| attention | method | patches | seconds | seconds per patch | vs vitlens | max abs diff |")
     print("|---|---|---:|---:|---:|---:|---:|")
     worst = []
@@ -111,8 +113,11 @@ def main(argv=None) -> int:
         t_exp = time.perf_counter() - t0
         assert torch.allclose(maps.flatten().double(), ours.float().double(), atol=1e-6)
         print(f"| {label} | vitlens layered_max_flow | {n_patch} | {t_ours:.2f} | {t_ours / n_patch:.4f} | 1× | |")
-        print(f"| {label} | vitlens attention_flow explainer (forward included) | {n_patch} | {t_exp:.2f} | "
-              f"{t_exp / n_patch:.4f} | | |", flush=True)
+        print(
+            f"| {label} | vitlens attention_flow explainer (forward included) | {n_patch} | {t_exp:.2f} | "
+            f"{t_exp / n_patch:.4f} | | |",
+            flush=True,
+        )
         t0 = time.perf_counter()
         graph = networkx_graph(mats.numpy())
         t_build = time.perf_counter() - t0
@@ -130,9 +135,12 @@ def main(argv=None) -> int:
             ratio = total / t_ours
             if algo == "edmonds_karp":
                 worst.append(ratio)
-            print(f"| {label} | networkx {algo} (graph {t_build:.1f} s + {n_patch} × "
-                  f"{statistics.mean(secs):.2f} s, timed on {len(sources)} patches) | {n_patch} | {total:.0f} | "
-                  f"{statistics.mean(secs):.2f} | {ratio:.0f}× | {max(diffs):.1e} |", flush=True)
+            print(
+                f"| {label} | networkx {algo} (graph {t_build:.1f} s + {n_patch} × "
+                f"{statistics.mean(secs):.2f} s, timed on {len(sources)} patches) | {n_patch} | {total:.0f} | "
+                f"{statistics.mean(secs):.2f} | {ratio:.0f}× | {max(diffs):.1e} |",
+                flush=True,
+            )
             if args.nx_reuse_residual:
                 t0 = time.perf_counter()
                 residual = nx.algorithms.flow.build_residual_network(graph, "capacity")
@@ -144,9 +152,12 @@ def main(argv=None) -> int:
                     secs.append(time.perf_counter() - t0)
                     diffs.append(abs(value - float(ours[src - p])))
                 total = t_build + t_res + n_patch * statistics.mean(secs)
-                print(f"| {label} | networkx {algo}, residual network built once ({t_build + t_res:.1f} s + "
-                      f"{n_patch} × {statistics.mean(secs):.2f} s) | {n_patch} | {total:.0f} | "
-                      f"{statistics.mean(secs):.2f} | {total / t_ours:.0f}× | {max(diffs):.1e} |", flush=True)
+                print(
+                    f"| {label} | networkx {algo}, residual network built once ({t_build + t_res:.1f} s + "
+                    f"{n_patch} × {statistics.mean(secs):.2f} s) | {n_patch} | {total:.0f} | "
+                    f"{statistics.mean(secs):.2f} | {total / t_ours:.0f}× | {max(diffs):.1e} |",
+                    flush=True,
+                )
     if args.check and worst and min(worst) < args.target:
         print(f"missed: speed-up {min(worst):.0f}× < {args.target:g}×")
         return 1

@@ -7,8 +7,18 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 
-def write_dicom(path, arr, photometric="MONOCHROME2", *, signed=False, bits_stored=None, frames=None,
-                transfer_syntax=ExplicitVRLittleEndian, pixel_data=None, **elements):
+def write_dicom(
+    path,
+    arr,
+    photometric="MONOCHROME2",
+    *,
+    signed=False,
+    bits_stored=None,
+    frames=None,
+    transfer_syntax=ExplicitVRLittleEndian,
+    pixel_data=None,
+    **elements,
+):
     """A minimal Secondary Capture DICOM file with ``arr`` ([rows, cols], [rows, cols, 3] or [frames, ...])."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage

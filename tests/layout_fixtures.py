@@ -39,8 +39,10 @@ def make_busi(root: Path) -> dict:
     h, w = 12, 16
     truth = {}
     spec = {
-        "benign": [("benign (1)", [rect(h, w, 1, 1, 4, 4), rect(h, w, 10, 6, 14, 9)]),
-                   ("benign (2)", [rect(h, w, 2, 2, 6, 5)])],
+        "benign": [
+            ("benign (1)", [rect(h, w, 1, 1, 4, 4), rect(h, w, 10, 6, 14, 9)]),
+            ("benign (2)", [rect(h, w, 2, 2, 6, 5)]),
+        ],
         "malignant": [(f"malignant ({k})", [rect(h, w, k, k, k + 5, k + 3)]) for k in (1, 2, 3)],
         "normal": [("normal (1)", [np.zeros((h, w), bool)])],
     }
@@ -64,8 +66,11 @@ def make_kvasir(root: Path) -> dict:
         rgb(root / "images" / f"{stem}.jpg", w, h, fmt="JPEG")
         m = rect(h, w, x0, y0, x1, y1)
         gray_mask(root / "masks" / f"{stem}.jpg", m, fmt="JPEG")
-        bb[stem] = {"height": h, "width": w, "bbox": [{"label": "polyp", "xmin": x0, "ymin": y0, "xmax": x1,
-                                                        "ymax": y1}]}
+        bb[stem] = {
+            "height": h,
+            "width": w,
+            "bbox": [{"label": "polyp", "xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1}],
+        }
         truth[f"images/{stem}.jpg"] = (m, (float(x0), float(y0), float(x1), float(y1)))
     (root / "kavsir_bboxes.json").write_text(json.dumps(bb))
     return truth
@@ -91,8 +96,10 @@ def voc_xml(path: Path, w: int, h: int, objects: list[tuple[str, tuple[int, int,
         f"<bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
         for n, b, d in objects
     )
-    path.write_text(f"<annotation><folder>VOC2012</folder><filename>{path.stem}.jpg</filename><size>"
-                    f"<width>{w}</width><height>{h}</height><depth>3</depth></size>{objs}</annotation>")
+    path.write_text(
+        f"<annotation><folder>VOC2012</folder><filename>{path.stem}.jpg</filename><size>"
+        f"<width>{w}</width><height>{h}</height><depth>3</depth></size>{objs}</annotation>"
+    )
     return path
 
 
@@ -118,21 +125,29 @@ def make_voc(root: Path) -> dict:
     for stem, lab in (("2008_000001", a), ("2008_000002", b), ("2008_000003", c)):
         rgb(voc / "JPEGImages" / f"{stem}.jpg", w, h, fmt="JPEG")
         voc_png(voc / "SegmentationClass" / f"{stem}.png", lab)
-    voc_xml(voc / "Annotations" / "2008_000001.xml", w, h,
-            [("person", (3, 3, 6, 5), 0), ("person", (1, 1, 12, 10), 1), ("bird", (10, 9, 11, 10), 0)])
+    voc_xml(
+        voc / "Annotations" / "2008_000001.xml",
+        w,
+        h,
+        [("person", (3, 3, 6, 5), 0), ("person", (1, 1, 12, 10), 1), ("bird", (10, 9, 11, 10), 0)],
+    )
     voc_xml(voc / "Annotations" / "2008_000002.xml", w, h, [("aeroplane", (1, 1, 3, 2), 0)])
     voc_xml(voc / "Annotations" / "2008_000003.xml", w, h, [("bicycle", (1, 1, 3, 3), 0), ("car", (7, 7, 10, 8), 0)])
     rgb(voc / "JPEGImages" / "2008_000004.jpg", w, h, fmt="JPEG")
-    voc_xml(voc / "Annotations" / "2008_000004.xml", w, h, [("dog", (1, 1, 3, 3), 0), ("cat", (2, 2, 10, 9), 0),
-                                                                 ("dog", (1, 1, 12, 10), 1)])
+    voc_xml(
+        voc / "Annotations" / "2008_000004.xml",
+        w,
+        h,
+        [("dog", (1, 1, 3, 3), 0), ("cat", (2, 2, 10, 9), 0), ("dog", (1, 1, 12, 10), 1)],
+    )
     sets = voc / "ImageSets" / "Segmentation"
     sets.mkdir(parents=True)
     (sets / "train.txt").write_text("2008_000001\n")
     (sets / "val.txt").write_text("2008_000002\n2008_000003\n")
     (sets / "trainval.txt").write_text("2008_000001\n2008_000002\n2008_000003\n")
-    truth["A"] = (a == 15)
-    truth["B"] = (b == 1)
-    truth["C"] = (c == 2)
+    truth["A"] = a == 15
+    truth["B"] = b == 1
+    truth["C"] = c == 2
     return truth
 
 
@@ -171,22 +186,78 @@ def make_coco(root: Path, encode_rle) -> dict:
         "info": {"description": "tiny"},
         "images": [{"id": i, "file_name": f"{i:012d}.jpg", "width": w, "height": h} for i in range(1, 7)],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 17, "iscrowd": 0, "area": 20.0, "bbox": [2, 1, 5, 4],
-             "segmentation": [[2, 1, 7, 1, 7, 5, 2, 5]]},
-            {"id": 2, "image_id": 1, "category_id": 18, "iscrowd": 0, "area": 16.0, "bbox": [0, 0, 8, 4],
-             "segmentation": [[0, 0, 8, 0, 0, 4]]},
-            {"id": 3, "image_id": 2, "category_id": 1, "iscrowd": 1, "area": 40.0, "bbox": [0, 0, 5, 8],
-             "segmentation": rle},
-            {"id": 4, "image_id": 2, "category_id": 1, "iscrowd": 0, "area": 4.0, "bbox": [7, 6, 2, 2],
-             "segmentation": [[7, 6, 9, 6, 9, 8, 7, 8]]},
-            {"id": 5, "image_id": 3, "category_id": 18, "iscrowd": 0, "area": 6.0, "bbox": [1, 1, 2, 3],
-             "segmentation": {"size": [h, w], "counts": counts}},
-            {"id": 6, "image_id": 5, "category_id": 17, "iscrowd": 1, "area": 80.0, "bbox": [0, 0, 10, 8],
-             "segmentation": encode_rle(np.ones((h, w), bool))},
-            {"id": 7, "image_id": 5, "category_id": 18, "iscrowd": 0, "area": 4.0, "bbox": [1, 1, 2, 2],
-             "segmentation": [[1, 1, 3, 1, 3, 3, 1, 3]]},
-            {"id": 8, "image_id": 6, "category_id": 17, "iscrowd": 1, "area": 80.0, "bbox": [0, 0, 10, 8],
-             "segmentation": encode_rle(np.ones((h, w), bool))},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 17,
+                "iscrowd": 0,
+                "area": 20.0,
+                "bbox": [2, 1, 5, 4],
+                "segmentation": [[2, 1, 7, 1, 7, 5, 2, 5]],
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 18,
+                "iscrowd": 0,
+                "area": 16.0,
+                "bbox": [0, 0, 8, 4],
+                "segmentation": [[0, 0, 8, 0, 0, 4]],
+            },
+            {
+                "id": 3,
+                "image_id": 2,
+                "category_id": 1,
+                "iscrowd": 1,
+                "area": 40.0,
+                "bbox": [0, 0, 5, 8],
+                "segmentation": rle,
+            },
+            {
+                "id": 4,
+                "image_id": 2,
+                "category_id": 1,
+                "iscrowd": 0,
+                "area": 4.0,
+                "bbox": [7, 6, 2, 2],
+                "segmentation": [[7, 6, 9, 6, 9, 8, 7, 8]],
+            },
+            {
+                "id": 5,
+                "image_id": 3,
+                "category_id": 18,
+                "iscrowd": 0,
+                "area": 6.0,
+                "bbox": [1, 1, 2, 3],
+                "segmentation": {"size": [h, w], "counts": counts},
+            },
+            {
+                "id": 6,
+                "image_id": 5,
+                "category_id": 17,
+                "iscrowd": 1,
+                "area": 80.0,
+                "bbox": [0, 0, 10, 8],
+                "segmentation": encode_rle(np.ones((h, w), bool)),
+            },
+            {
+                "id": 7,
+                "image_id": 5,
+                "category_id": 18,
+                "iscrowd": 0,
+                "area": 4.0,
+                "bbox": [1, 1, 2, 2],
+                "segmentation": [[1, 1, 3, 1, 3, 3, 1, 3]],
+            },
+            {
+                "id": 8,
+                "image_id": 6,
+                "category_id": 17,
+                "iscrowd": 1,
+                "area": 80.0,
+                "bbox": [0, 0, 10, 8],
+                "segmentation": encode_rle(np.ones((h, w), bool)),
+            },
         ],
         "categories": [{"id": 18, "name": "dog"}, {"id": 1, "name": "person"}, {"id": 17, "name": "cat"}],
     }

@@ -46,12 +46,13 @@ def naive_attention(model: vitlens.Model, x1: torch.Tensor, target: int | None):
     x1 = x1.detach().clone().requires_grad_(True)
     try:
         if hasattr(mod, "blocks"):  # timm
+
             def textbook(self, x, attn_mask=None, is_causal=False):
                 b, n, _c = x.shape
                 qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
                 q, k, v = qkv[0], qkv[1], qkv[2]
                 q, k = self.q_norm(q), self.k_norm(k)
-                a = torch.softmax((q @ k.transpose(-2, -1)) / (self.head_dim ** 0.5), dim=-1)
+                a = torch.softmax((q @ k.transpose(-2, -1)) / (self.head_dim**0.5), dim=-1)
                 store.append(a)
                 out = (a @ v).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
                 return self.proj(self.norm(out))
@@ -159,8 +160,9 @@ def reference_map(model: vitlens.Model, x1: torch.Tensor, method: str, target: i
     raise KeyError(method)
 
 
-def reference_gradcam(model: vitlens.Model, x1: torch.Tensor, target: int | None, module: torch.nn.Module,
-                      where: str, to_bchw) -> torch.Tensor:
+def reference_gradcam(
+    model: vitlens.Model, x1: torch.Tensor, target: int | None, module: torch.nn.Module, where: str, to_bchw
+) -> torch.Tensor:
     """Grad-CAM for one image with explicit loops over channels."""
     mod = model.module
     was = mod.training

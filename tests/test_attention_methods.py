@@ -34,7 +34,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> bool:
 
 def _grid(model: vitlens.Model, row: torch.Tensor, hw) -> torch.Tensor:
     h, w = model.grid_size(tuple(hw))
-    return row[_prefix(model):].reshape(h, w).float()
+    return row[_prefix(model) :].reshape(h, w).float()
 
 
 # ------------------------------------------------------------------------------------ naive forwards
@@ -48,6 +48,7 @@ def _textbook_forward(model: vitlens.Model, x1: torch.Tensor, *, detach_attentio
     mod.eval()
     hooks = []
     if hasattr(mod, "blocks"):  # timm
+
         def attn_fwd(self, t, attn_mask=None, is_causal=False):
             if detach_attention_input:
                 t = t.detach()
@@ -62,6 +63,7 @@ def _textbook_forward(model: vitlens.Model, x1: torch.Tensor, *, detach_attentio
 
         blocks, attn_mods = list(mod.blocks), [blk.attn for blk in mod.blocks]
     else:  # Hugging Face
+
         def attn_fwd(self, t, attention_mask=None, **kwargs):
             if detach_attention_input:
                 t = t.detach()
@@ -101,7 +103,7 @@ def _classify_tokens(model: vitlens.Model, z: torch.Tensor) -> torch.Tensor:
         if name == "VisionTransformerDistilled":
             return (mod.head(z[:, 0]) + mod.head_dist(z[:, 1])) / 2
         if mod.global_pool == "avg":
-            return mod.head(mod.fc_norm(z[:, mod.num_prefix_tokens:].mean(dim=1)))
+            return mod.head(mod.fc_norm(z[:, mod.num_prefix_tokens :].mean(dim=1)))
         return mod.head(mod.fc_norm(z[:, 0]))
     z = mod.base_model.layernorm(z)
     if name == "DeiTForImageClassificationWithTeacher":
@@ -245,8 +247,17 @@ def test_model_is_left_as_found(deit):
 
 # ------------------------------------------------------------------------------------ attention flow
 def _tiny_vit(seed: int = 0, sharpen: float = 1.0, **kw) -> vitlens.Model:
-    model = make_timm("vit_small_patch16_224", seed=seed, img_size=32, patch_size=8, embed_dim=32, depth=3,
-                      num_heads=2, num_classes=5, **kw)
+    model = make_timm(
+        "vit_small_patch16_224",
+        seed=seed,
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=3,
+        num_heads=2,
+        num_classes=5,
+        **kw,
+    )
     if sharpen != 1.0:  # larger q·k logits: peaked attention, as in trained models
         with torch.no_grad():
             for blk in model.module.blocks:
@@ -340,9 +351,13 @@ def test_layered_max_flow_equals_networkx_on_random_networks():
             caps = np.where(caps < 0.2, caps * 1e-10, caps)
         src = rng.dirichlet(np.full(n, conc), size=p) * rng.uniform(0.2, 2.0)
         sink = np.eye(n)[0] if trial % 3 == 0 else rng.dirichlet(np.ones(n))
-        got = layered_max_flow(torch.tensor(src), torch.tensor(caps).reshape(1, n_layers - 1, n, n),
-                               torch.tensor(sink)[None], torch.zeros(p, dtype=torch.long),
-                               chunk=int(rng.integers(1, 4)))
+        got = layered_max_flow(
+            torch.tensor(src),
+            torch.tensor(caps).reshape(1, n_layers - 1, n, n),
+            torch.tensor(sink)[None],
+            torch.zeros(p, dtype=torch.long),
+            chunk=int(rng.integers(1, 4)),
+        )
         want = [_nx_layered(src[q], caps, sink) for q in range(p)]
         assert np.abs(got.numpy() - np.array(want)).max() < 1e-9, (trial, got, want)
 

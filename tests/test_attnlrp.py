@@ -161,7 +161,13 @@ def test_matches_hand_written_textbook_lrp_of_a_one_block_vit():
     equals the rule-by-rule textbook propagation to float64 round-off."""
     torch.manual_seed(3)
     model = vitlens.load_model(
-        "timm:vit_small_patch16_224", img_size=16, patch_size=8, embed_dim=8, depth=1, num_heads=2, mlp_ratio=2.0,
+        "timm:vit_small_patch16_224",
+        img_size=16,
+        patch_size=8,
+        embed_dim=8,
+        depth=1,
+        num_heads=2,
+        mlp_ratio=2.0,
         num_classes=3,
     )
     module = model.module.double().eval()
@@ -262,8 +268,9 @@ def relevance_account(model: vitlens.Model, x: torch.Tensor, rule: str = "attnlr
     g = iter(grads)
 
     def share(ts: list[torch.Tensor]) -> float:  # relevance t ⊙ ĝ of the next len(ts) leaves
-        return sum(float((t * gt).detach().sum()) for t, gt in zip(ts, [next(g) for _ in ts], strict=True)
-                   if gt is not None)
+        return sum(
+            float((t * gt).detach().sum()) for t, gt in zip(ts, [next(g) for _ in ts], strict=True) if gt is not None
+        )
 
     parts = {"pixels": share([xi]), "embedding": share(emb), "biases": share(biases)}
     softmax = 0.0
@@ -418,8 +425,13 @@ def _snapshot(module: nn.Module) -> list:
         hooks = tuple(
             tuple(getattr(m, attr).keys())
             for attr in (
-                "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-                "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs",
+                "_forward_hooks",
+                "_forward_pre_hooks",
+                "_backward_hooks",
+                "_backward_pre_hooks",
+                "_forward_hooks_with_kwargs",
+                "_forward_hooks_always_called",
+                "_forward_pre_hooks_with_kwargs",
             )
         )
         out.append((name, type(m), m.training, "forward" in m.__dict__, hooks, getattr(m, "fused_attn", None)))
@@ -485,8 +497,16 @@ def test_models_without_rules_are_refused(resnet50):
         vitlens.get_explainer("attnlrp", resnet50)
     with pytest.raises(vitlens.ExplainerError, match="attn_pool"):  # attention-pool head: no rule for it
         vitlens.get_explainer("attnlrp", vitlens.load_model("timm:test_vit3"))
-    gated = make_timm("vit_small_patch16_224", img_size=32, patch_size=16, embed_dim=12, depth=1, num_heads=2,
-                      mlp_layer=__import__("timm").layers.SwiGLU, num_classes=2)
+    gated = make_timm(
+        "vit_small_patch16_224",
+        img_size=32,
+        patch_size=16,
+        embed_dim=12,
+        depth=1,
+        num_heads=2,
+        mlp_layer=__import__("timm").layers.SwiGLU,
+        num_classes=2,
+    )
     with pytest.raises(vitlens.ExplainerError, match="SwiGLU"):
         vitlens.get_explainer("attnlrp", gated)
     model = zoo_model("test_vit")

@@ -89,8 +89,9 @@ def test_run_stores_every_image_metric_and_skips_what_does_not_apply(tiny_run):
     assert res["units"] == 8 and res["skipped"] == 2 and res["done"] == 6
     frame = ResultsStore(run).frame()
     m = vitlens.load_model("builtin:cells_vit")
-    otsu = vitlens.get_metric("otsu_segmentation")(m, torch.zeros(1, 3, 112, 112), torch.rand(1, 14, 14),
-                                                   masks=torch.ones(1, 112, 112, dtype=torch.bool))
+    otsu = vitlens.get_metric("otsu_segmentation")(
+        m, torch.zeros(1, 3, 112, 112), torch.rand(1, 14, 14), masks=torch.ones(1, 112, 112, dtype=torch.bool)
+    )
     expected = {("pointing_game", "score"), ("deletion(steps=7)", "score"), ("otsu_segmentation", "score")}
     expected |= {("otsu_segmentation", k) for k in otsu.extra}
     counts = frame.groupby(["metric_key", "output"]).size()
@@ -110,8 +111,12 @@ def test_stored_values_equal_direct_metric_calls(tiny_run):
     x, masks = to_model_input(model, batch)
     out = vitlens.get_explainer("rollout", model).explain(x)
     res = vitlens.get_metric("deletion", steps=7)(model, x, out.maps, target=out.target, masks=masks["evidence"])
-    stored = frame[(frame.model == "builtin:cells_vit") & (frame.explainer_key == "rollout")
-                   & (frame.metric_key == "deletion(steps=7)") & (frame.image_id < 2)].sort_values("image_id")
+    stored = frame[
+        (frame.model == "builtin:cells_vit")
+        & (frame.explainer_key == "rollout")
+        & (frame.metric_key == "deletion(steps=7)")
+        & (frame.image_id < 2)
+    ].sort_values("image_id")
     np.testing.assert_allclose(stored.value.to_numpy(), res.scores.numpy(), rtol=1e-6)
     np.testing.assert_allclose(np.stack(stored.curve.to_list()), res.curves.numpy(), rtol=1e-6)
 
@@ -156,12 +161,24 @@ def test_bootstrap_and_holm_against_hand_values():
 
 def test_summary_means_ranks_and_direction():
     rows = []
-    for e, vals in (("a", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), ("b", [2.0, 3.0, 4.0, 5.0, 6.0, 7.5]),
-                    ("c", [0.0, np.nan, 0.0, 0.0, 0.0, 0.0])):
+    for e, vals in (
+        ("a", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        ("b", [2.0, 3.0, 4.0, 5.0, 6.0, 7.5]),
+        ("c", [0.0, np.nan, 0.0, 0.0, 0.0, 0.0]),
+    ):
         for i, v in enumerate(vals):
             for mk in ("up", "down"):
-                rows.append({"dataset": "d", "model": "m", "explainer_key": e, "metric_key": mk, "output": "score",
-                             "image_id": i, "value": v})
+                rows.append(
+                    {
+                        "dataset": "d",
+                        "model": "m",
+                        "explainer_key": e,
+                        "metric_key": mk,
+                        "output": "score",
+                        "image_id": i,
+                        "value": v,
+                    }
+                )
     s = summarise(pd.DataFrame(rows), {"up": True, "down": False})
     up = s[s.metric == "up"].set_index("explainer")
     down = s[s.metric == "down"].set_index("explainer")
@@ -178,10 +195,14 @@ def test_report_files_and_cli(tiny_run, tmp_path):
     assert "cells · builtin:cells_vit" in html and "rollout" in html and "Not applicable: rollout" in html
     summary = pd.read_csv(tmp_path / "summary.csv")
     frame = ResultsStore(run).frame()
-    sel = frame[(frame.model == "builtin:cells_vit") & (frame.explainer_key == "rollout")
-                & (frame.metric_key == "pointing_game")]
-    row = summary[(summary.model == "builtin:cells_vit") & (summary.explainer == "rollout")
-                  & (summary.metric == "pointing_game")].iloc[0]
+    sel = frame[
+        (frame.model == "builtin:cells_vit")
+        & (frame.explainer_key == "rollout")
+        & (frame.metric_key == "pointing_game")
+    ]
+    row = summary[
+        (summary.model == "builtin:cells_vit") & (summary.explainer == "rollout") & (summary.metric == "pointing_game")
+    ].iloc[0]
     assert row["mean"] == pytest.approx(sel.value.mean())
     assert "\\begin{tabular}" in (tmp_path / "tables.tex").read_text()
     assert main(["report", str(run), "--out", str(tmp_path / "cli")]) == 0

@@ -27,8 +27,11 @@ def _pbc(root):
 
 
 MAKERS = {
-    "busi": (fx.make_busi, True, False), "kvasir": (fx.make_kvasir, True, True), "voc": (fx.make_voc, True, True),
-    "coco": (lambda r: fx.make_coco(r, _encode), True, True), "pbc": (_pbc, False, False),
+    "busi": (fx.make_busi, True, False),
+    "kvasir": (fx.make_kvasir, True, True),
+    "voc": (fx.make_voc, True, True),
+    "coco": (lambda r: fx.make_coco(r, _encode), True, True),
+    "pbc": (_pbc, False, False),
 }
 
 

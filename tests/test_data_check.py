@@ -26,8 +26,22 @@ def _has(problems, severity: str, where: str, text: str) -> bool:
 
 def _broken_csv(root):
     """A manifest with one injected problem per row (image 10x10 unless said otherwise)."""
-    for name in ("ok1", "ok2", "ok3", "nomask", "bigmask", "badmask", "emptymask", "degenerate", "outside",
-                 "partial", "unlabelled", "typo", "normal", "d1"):
+    for name in (
+        "ok1",
+        "ok2",
+        "ok3",
+        "nomask",
+        "bigmask",
+        "badmask",
+        "emptymask",
+        "degenerate",
+        "outside",
+        "partial",
+        "unlabelled",
+        "typo",
+        "normal",
+        "d1",
+    ):
         rgb(root / f"{name}.png", 10, 10)
     (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     gray_mask(root / "m_ok.png", rect(10, 10, 1, 1, 4, 4))
@@ -144,8 +158,12 @@ def test_check_busi_empty_masks_and_mask_sizes(tmp_path, capsys):
     gray_mask(tmp_path / "benign" / "benign (2)_mask.png", np.zeros((12, 16), bool))  # lesion mask emptied
     gray_mask(tmp_path / "malignant" / "malignant (1)_mask_1.png", np.ones((6, 8), bool))  # a second, small mask
     res = check_dataset(tmp_path)
-    assert _found(res) == {("warning", "benign/benign (2).png"), ("error", "malignant/malignant (1).png"),
-                           ("warning", "class 'benign'"), ("warning", "class 'normal'")}
+    assert _found(res) == {
+        ("warning", "benign/benign (2).png"),
+        ("error", "malignant/malignant (1).png"),
+        ("warning", "class 'benign'"),
+        ("warning", "class 'normal'"),
+    }
     assert _has(res, "error", "malignant/malignant (1).png", "8x6 but its image is 16x12")
     assert _has(res, "warning", "benign/benign (2).png", "empty mask")
     assert res.summary["classes"] == {"benign": 2, "malignant": 3, "normal": 1}

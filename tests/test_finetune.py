@@ -54,8 +54,15 @@ def folders(tmp_path):
 
 
 def tiny(data, **kw) -> TrainConfig:
-    base = dict(model="vit_small_patch16_224", model_kwargs=TINY, data=str(data), image_size=32, epochs=2,
-                batch_size=8, patience=0)
+    base = dict(
+        model="vit_small_patch16_224",
+        model_kwargs=TINY,
+        data=str(data),
+        image_size=32,
+        epochs=2,
+        batch_size=8,
+        patience=0,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -84,8 +91,12 @@ def test_headless_checkpoint_gives_the_backbone_and_a_fresh_head(tmp_path, folde
     assert info["head"] == "new" and info["source"] == "file"
 
     # a supervised checkpoint with its own 10-class head, as a torch file nested under "model" with DDP prefixes
-    full = headless_file(tmp_path / "sup.pth", num_classes=10, seed=2,
-                         wrap=lambda d: {"model": {"module." + k: v for k, v in d.items()}, "epoch": 3})
+    full = headless_file(
+        tmp_path / "sup.pth",
+        num_classes=10,
+        seed=2,
+        wrap=lambda d: {"model": {"module." + k: v for k, v in d.items()}, "epoch": 3},
+    )
     model, _ = tr.create_model(tiny(folders, pretrained_file=str(tmp_path / "sup.pth")), 2)
     own = model.state_dict()
     for k, v in full.items():
@@ -101,8 +112,9 @@ def test_a_file_that_does_not_fit_is_refused(tmp_path, folders):
     with pytest.raises(vitlens.ModelError, match=r"not in the file.*blocks\.1\.mlp\.fc2\.weight"):
         tr.create_model(tiny(folders, pretrained_file=str(tmp_path / "partial.safetensors")), 2)
     with pytest.raises(vitlens.ModelError, match="do not load into"):  # another width
-        tr.create_model(tiny(folders, pretrained_file=str(tmp_path / "ok.safetensors"),
-                             model_kwargs={**TINY, "embed_dim": 64}), 2)
+        tr.create_model(
+            tiny(folders, pretrained_file=str(tmp_path / "ok.safetensors"), model_kwargs={**TINY, "embed_dim": 64}), 2
+        )
     with pytest.raises(vitlens.ModelError, match="no such file"):
         tr.create_model(tiny(folders, pretrained_file=str(tmp_path / "nope.safetensors")), 2)
 
@@ -123,13 +135,44 @@ def test_pretrained_tag_without_cache_is_a_clear_error(empty_caches, folders, tm
         tr.resolve_pretrained("vit_base_patch16_224.nope")
     with pytest.raises(vitlens.VitlensError, match="not a tag of model"):
         tr.create_model(tiny(folders, pretrained="deit_small_patch16_224.fb_in1k"), 2)
-    rc = main(["train", "--preset", "vit_b16_dino", "--data", str(folders), "--model-kwargs", TINY_ARG,
-               "--out", str(tmp_path / "run"), "--quiet"])
+    rc = main(
+        [
+            "train",
+            "--preset",
+            "vit_b16_dino",
+            "--data",
+            str(folders),
+            "--model-kwargs",
+            TINY_ARG,
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "vit_base_patch16_224.dino" in err and "hub cache" in err and len(err.splitlines()) == 1
     # --pretrained none: the preset's recipe from random initialisation
-    assert main(["train", "--preset", "vit_b16_dino", "--pretrained", "none", "--data", str(folders), "--model-kwargs",
-                 TINY_ARG, "--epochs", "1", "--out", str(tmp_path / "random"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "vit_b16_dino",
+                "--pretrained",
+                "none",
+                "--data",
+                str(folders),
+                "--model-kwargs",
+                TINY_ARG,
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "random"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     card = json.loads((tmp_path / "random" / "card.json").read_text())
     assert "pretrained" not in card and card["training"]["pretrained"] is None
     assert card["training"]["layer_decay"] == 0.65
@@ -337,8 +380,11 @@ def test_dicom_class_folders_train_like_any_image(tmp_path):
             arr[0, 0], arr[-1, -1] = 0, 4095  # a full-range window: the classes differ in mean grey
             write_dicom(root / cls / f"{i}.dcm", arr.astype(np.uint16), bits_stored=12)
     card = train(tiny(root, epochs=1), tmp_path / "run", progress=False)
-    assert card["classes"] == ["normal", "opaque"] and card["dataset"]["split_sizes"] == {"train": 16, "val": 2,
-                                                                                         "test": 2}
+    assert card["classes"] == ["normal", "opaque"] and card["dataset"]["split_sizes"] == {
+        "train": 16,
+        "val": 2,
+        "test": 2,
+    }
     split = tr.make_splits(tiny(root), 0)["test"]
     x, _, _ = split.batch([0])
     expected = prepare(load_image(split.items[0][0]), vitlens.load_model(str(tmp_path / "run")).preprocessing)
@@ -363,13 +409,25 @@ def test_model_kwargs_take_tuples_for_swin():
     from vitlens.specs import parse_kwargs
 
     assert parse_kwargs("img_size=32,depths=(1,1),num_heads=[1,2],window_size=2") == {
-        "img_size": 32, "depths": (1, 1), "num_heads": (1, 2), "window_size": 2}
+        "img_size": 32,
+        "depths": (1, 1),
+        "num_heads": (1, 2),
+        "window_size": 2,
+    }
 
 
 # -------------------------------------------------------------------------------------- presets, grid
 def test_presets_are_timm_architectures_with_their_weights_config():
-    assert {"vit_b16_random", "vit_b16_supervised", "vit_b16_dino", "vit_b16_mae", "deit_b16", "deit_s16",
-            "swin_t", "swin_b"} <= set(PRESETS)
+    assert {
+        "vit_b16_random",
+        "vit_b16_supervised",
+        "vit_b16_dino",
+        "vit_b16_mae",
+        "deit_b16",
+        "deit_s16",
+        "swin_t",
+        "swin_b",
+    } <= set(PRESETS)
     comparison = {n: PRESETS[n] for n in ("vit_b16_random", "vit_b16_supervised", "vit_b16_dino", "vit_b16_mae")}
     assert {c.model for c in comparison.values()} == {"vit_base_patch16_224"}
     assert comparison["vit_b16_random"].pretrained is None
@@ -392,8 +450,26 @@ def test_presets_are_timm_architectures_with_their_weights_config():
 
 def test_lr_grid_selects_the_best_validation_run_and_out_loads(folders, tmp_path):
     out = tmp_path / "grid"
-    rc = main(["train", "--preset", "vit_b16_random", "--data", str(folders), "--model-kwargs", TINY_ARG,
-               "--lr-grid", "1e-6,2e-3", "--epochs", "2", "--batch-size", "8", "--out", str(out), "--quiet"])
+    rc = main(
+        [
+            "train",
+            "--preset",
+            "vit_b16_random",
+            "--data",
+            str(folders),
+            "--model-kwargs",
+            TINY_ARG,
+            "--lr-grid",
+            "1e-6,2e-3",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     grid = json.loads((out / "grid.json").read_text())
     runs = {r["dir"]: json.loads((out / r["dir"] / "card.json").read_text()) for r in grid["runs"]}

@@ -93,10 +93,10 @@ def data_dir(tmp_path_factory):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90: stored 72x50, read as 50x72
     Image.fromarray(rng.integers(0, 255, (50, 72, 3), dtype=np.uint8)).save(
-        d / "dogs" / "c.jpg", exif=exif, quality=100, subsampling=0)
+        d / "dogs" / "c.jpg", exif=exif, quality=100, subsampling=0
+    )
     Image.fromarray(rng.integers(0, 4000, (64, 56)).astype(np.uint16)).save(d / "dogs" / "d.png")
-    write_dicom(d / "dogs" / "e.dcm", rng.integers(0, 4096, (40, 48)).astype(np.uint16), "MONOCHROME1",
-                bits_stored=12)
+    write_dicom(d / "dogs" / "e.dcm", rng.integers(0, 4096, (40, 48)).astype(np.uint16), "MONOCHROME1", bits_stored=12)
     return d
 
 
@@ -210,8 +210,9 @@ def test_class_map_follows_the_classifier_prediction(data_dir, weights, refs, tm
 
     # a prediction without an entry in the map: an empty mask, recorded as unmapped
     one = Dataset(ds.root, ds.layout, ds.classes, [r for r in ds.records if r.key == mapped_key])
-    run_masks(one, weights, tmp_path / "unmapped", score_threshold=SCORE, model=model,
-              class_map={str(unused): top}, **KW)
+    run_masks(
+        one, weights, tmp_path / "unmapped", score_threshold=SCORE, model=model, class_map={str(unused): top}, **KW
+    )
     entry = json.loads((tmp_path / "unmapped" / "index.json").read_text())["images"][mapped_key]
     assert entry["mapped"] is False and entry["instances"] == 0
     assert not load_foreground(tmp_path / "unmapped", mapped_key).any()
@@ -229,10 +230,13 @@ def test_class_map_follows_the_classifier_prediction(data_dir, weights, refs, tm
     # ImageNet-style names: one synonym is enough when it names one class
     from vitlens.data.foreground import _resolve_class_map
 
-    inet = vitlens.load_model("timm:test_vit", seed=0, num_classes=3,
-                              class_names=["tench, Tinca tinca", "crane, bird", "crane, derrick"])
+    inet = vitlens.load_model(
+        "timm:test_vit", seed=0, num_classes=3, class_names=["tench, Tinca tinca", "crane, bird", "crane, derrick"]
+    )
     assert _resolve_class_map({"tench": "person", "2": ["truck", "car"]}, inet, "maskrcnn_resnet50_fpn") == {
-        0: ["person"], 2: ["car", "truck"]}
+        0: ["person"],
+        2: ["car", "truck"],
+    }
     with pytest.raises(InputError, match="'crane' names several classes"):
         run_masks(ds, weights, tmp_path / "y", model=inet, class_map={"crane": ["bird"]}, **KW)
     cmap_file = tmp_path / "map.json"
@@ -357,8 +361,23 @@ def test_cli_exit_codes_and_pth_weights(data_dir, weights, first_run, tmp_path, 
         (d / key).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(data_dir / key, d / key)
     out = tmp_path / "cache"
-    args = ["masks", str(d), "--weights", str(pth), "--score", str(SCORE), "--min-size", str(MIN),
-            "--max-size", str(MAX), "--device", "cpu", "--out", str(out), "--quiet"]
+    args = [
+        "masks",
+        str(d),
+        "--weights",
+        str(pth),
+        "--score",
+        str(SCORE),
+        "--min-size",
+        str(MIN),
+        "--max-size",
+        str(MAX),
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     assert "2 images: 2 computed, 0 reused, 0 unreadable" in capsys.readouterr().out
     for key in ("cats/a.png", "dogs/c.jpg"):  # the same masks as the Python API (there batched by 2)
@@ -385,8 +404,10 @@ def test_cli_exit_codes_and_pth_weights(data_dir, weights, first_run, tmp_path, 
     # --model SPEC --class-map FILE: the CLI's seeded random-init classifier, ImageNet names as keys
     (d / "dogs" / "broken.png").unlink()
     model = vitlens.load_model("timm:test_vit", seed=3)
-    preds = {k: int(model.logits(prepare(load_image(d / k), model.preprocessing).tensor[None]).argmax())
-             for k in ("cats/a.png", "dogs/c.jpg")}
+    preds = {
+        k: int(model.logits(prepare(load_image(d / k), model.preprocessing).tensor[None]).argmax())
+        for k in ("cats/a.png", "dogs/c.jpg")
+    }
     cmap = tmp_path / "map.json"
     cmap.write_text(json.dumps({model.class_names[preds["cats/a.png"]]: ["zebra", "bear"]}))
     out2 = tmp_path / "cache2"
@@ -421,15 +442,25 @@ def test_a_copied_data_set_reuses_its_cache_and_the_study_runner_reads_it(data_d
     assert (res.out_dir, res.computed, res.reused) == (default_mask_dir(d), 0, 5)  # by sha256
 
     ds_cfg = {"name": "fg", "path": str(d), "split": "all", "labels": "ignore", "models": ["timm:test_vit"]}
-    cfg = parse_config({"name": "fg", "seed": 0, "batch_size": 5, "datasets": [ds_cfg], "explainers": ["rollout"],
-                        "metrics": [{"name": "faf_baf", "mask": "foreground"}]})
+    cfg = parse_config(
+        {
+            "name": "fg",
+            "seed": 0,
+            "batch_size": 5,
+            "datasets": [ds_cfg],
+            "explainers": ["rollout"],
+            "metrics": [{"name": "faf_baf", "mask": "foreground"}],
+        }
+    )
     model = vitlens.load_model("timm:test_vit", seed=0)
     src = DiskSource(cfg.datasets[0])
     batch = src.batch(src.ids(), 0, model)
     for i, key in enumerate(batch.keys):
         prep = prepare(load_image(d / key), model.preprocessing)
-        assert np.array_equal(batch.masks["foreground"][i].numpy(), transform_mask(load_foreground(d / ".vitlens" /
-                              "masks" / "maskrcnn", key), prep))
+        assert np.array_equal(
+            batch.masks["foreground"][i].numpy(),
+            transform_mask(load_foreground(d / ".vitlens" / "masks" / "maskrcnn", key), prep),
+        )
     run_study(cfg, tmp_path / "run", progress=False)
     df = ResultsStore(tmp_path / "run").frame()
     faf = df[(df.metric_key == "faf_baf[foreground]") & (df.output == "score")]

@@ -305,8 +305,9 @@ def test_file_mask_values_size_and_missing(tmp_path):
     Image.fromarray(lab).save(tmp_path / "l.png")
     np.testing.assert_array_equal(FileMask((tmp_path / "l.png",), values=(2,)).load((3, 2)), lab == 2)
     np.testing.assert_array_equal(FileMask((tmp_path / "l.png",)).load((3, 2)), lab != 0)
-    np.testing.assert_array_equal(FileMask((tmp_path / "l.png",), ignore=(255,)).load((3, 2)),
-                                  (lab != 0) & (lab != 255))
+    np.testing.assert_array_equal(
+        FileMask((tmp_path / "l.png",), ignore=(255,)).load((3, 2)), (lab != 0) & (lab != 255)
+    )
     with pytest.raises(DataError, match="3x2 but its image is 4x2"):
         FileMask((tmp_path / "l.png",)).load((4, 2))
     with pytest.raises(DataError, match="no such file"):

@@ -47,7 +47,7 @@ def to8(y: np.ndarray) -> np.ndarray:
 
 def linear_window(x, c, w):
     """PS3.3 C.11.2.1.2.1 with y_min = 0, y_max = 1, written out case by case."""
-    y = ((x - (c - 0.5)) / (w - 1) + 0.5)
+    y = (x - (c - 0.5)) / (w - 1) + 0.5
     y = np.where(x <= c - 0.5 - (w - 1) / 2, 0.0, y)
     return np.where(x > c - 0.5 + (w - 1) / 2, 1.0, y)
 
@@ -59,8 +59,16 @@ def ramp12(rows=24, cols=40) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ DICOM values
 def test_rescale_then_first_of_several_linear_windows(tmp_path):
     raw = ramp12()
-    path = write_dicom(tmp_path / "ct.dcm", raw, bits_stored=12, RescaleSlope=0.5, RescaleIntercept=-100,
-                       WindowCenter=[700, 40], WindowWidth=[900, 80], WindowCenterWidthExplanation=["WIDE", "NARROW"])
+    path = write_dicom(
+        tmp_path / "ct.dcm",
+        raw,
+        bits_stored=12,
+        RescaleSlope=0.5,
+        RescaleIntercept=-100,
+        WindowCenter=[700, 40],
+        WindowWidth=[900, 80],
+        WindowCenterWidthExplanation=["WIDE", "NARROW"],
+    )
     hu = raw * 0.5 - 100  # C.11.1: output units = m * SV + b
     expected = to8(linear_window(hu, 700, 900))
     got = gray(path)
@@ -78,8 +86,7 @@ def test_rescale_then_first_of_several_linear_windows(tmp_path):
 def test_voi_lut_functions(tmp_path, function):
     raw = ramp12()
     c, w = 2000.0, 1500.0
-    path = write_dicom(tmp_path / "f.dcm", raw, bits_stored=12, WindowCenter=c, WindowWidth=w,
-                       VOILUTFunction=function)
+    path = write_dicom(tmp_path / "f.dcm", raw, bits_stored=12, WindowCenter=c, WindowWidth=w, VOILUTFunction=function)
     x = raw.astype(float)
     if function == "LINEAR_EXACT":  # C.11.2.1.3.2
         y = np.where(x <= c - w / 2, 0.0, np.where(x > c + w / 2, 1.0, (x - c) / w + 0.5))
@@ -113,8 +120,9 @@ def test_voi_lut_sequence_is_preferred_to_the_window(tmp_path):
     item = Dataset()
     item.add_new(0x00283002, "US", [n, first, 16])  # LUT Descriptor: entries, first mapped value, bits
     item.add_new(0x00283006, "US", lut.tolist())  # LUT Data
-    path = write_dicom(tmp_path / "lut.dcm", raw, bits_stored=12, VOILUTSequence=[item],
-                       WindowCenter=400, WindowWidth=100)
+    path = write_dicom(
+        tmp_path / "lut.dcm", raw, bits_stored=12, VOILUTSequence=[item], WindowCenter=400, WindowWidth=100
+    )
     idx = np.clip(raw.astype(int) - first, 0, n - 1)  # below first -> entry 0; past the end -> last entry
     expected = to8(lut[idx] / 65535.0)  # C.11.2.1.1: output range 0 .. 2**16 - 1
     got = gray(path)
@@ -136,8 +144,9 @@ def test_no_voi_uses_the_percentile_window_of_the_rescaled_values(tmp_path):
 
 def test_signed_pixels_with_rescale(tmp_path):
     raw = np.arange(-600, 600, 2, dtype=np.int16).reshape(20, 30)
-    path = write_dicom(tmp_path / "s.dcm", raw, signed=True, RescaleSlope=1, RescaleIntercept=-24,
-                       WindowCenter=-40, WindowWidth=400)
+    path = write_dicom(
+        tmp_path / "s.dcm", raw, signed=True, RescaleSlope=1, RescaleIntercept=-24, WindowCenter=-40, WindowWidth=400
+    )
     assert np.abs(gray(path) - to8(linear_window(raw - 24.0, -40, 400))).max() <= 1
     assert read_image_info(path)[1]["signed"] is True
 
@@ -161,9 +170,14 @@ def test_rgb_and_ybr_dicom(tmp_path):
     # YBR_FULL by the ITU T.871 equations (PS3.3 C.7.6.3.1.2), decoded back to RGB
     f = rgb.astype(float)
     r, g, b = f[..., 0], f[..., 1], f[..., 2]
-    ybr = np.stack([0.299 * r + 0.587 * g + 0.114 * b,
-                    -0.168736 * r - 0.331264 * g + 0.5 * b + 128,
-                    0.5 * r - 0.418688 * g - 0.081312 * b + 128], axis=-1)
+    ybr = np.stack(
+        [
+            0.299 * r + 0.587 * g + 0.114 * b,
+            -0.168736 * r - 0.331264 * g + 0.5 * b + 128,
+            0.5 * r - 0.418688 * g - 0.081312 * b + 128,
+        ],
+        axis=-1,
+    )
     ybr = np.clip(np.round(ybr), 0, 255).astype(np.uint8)
     back = np.asarray(load_image(write_dicom(tmp_path / "ybr.dcm", ybr, "YBR_FULL"))).astype(int)
     assert np.abs(back - rgb).max() <= 2
@@ -188,8 +202,12 @@ def test_dicom_errors_name_the_file(tmp_path):
     from pydicom.encaps import encapsulate
 
     raw = ramp12()
-    write_dicom(tmp_path / "ls.dcm", raw, transfer_syntax=JPEGLSLossless,
-                pixel_data=encapsulate([b"\xff\xd8\xff\xf7" + b"\0" * 60]))
+    write_dicom(
+        tmp_path / "ls.dcm",
+        raw,
+        transfer_syntax=JPEGLSLossless,
+        pixel_data=encapsulate([b"\xff\xd8\xff\xf7" + b"\0" * 60]),
+    )
     with pytest.raises(vitlens.InputError, match=r"ls\.dcm.*JPEG-LS.*not installed.*pylibjpeg"):
         load_image(tmp_path / "ls.dcm")
 
@@ -273,8 +291,9 @@ CASES = [(size, inp, pct) for size in SIZES for inp, pct in INPUTS]
 
 def prep_for(size, input_size, crop_pct, interpolation="bilinear", image=None):
     img = image if image is not None else Image.new("RGB", size)
-    pre = Preprocessing(input_size=input_size, mean=(0, 0, 0), std=(1, 1, 1), crop_pct=crop_pct,
-                        interpolation=interpolation)
+    pre = Preprocessing(
+        input_size=input_size, mean=(0, 0, 0), std=(1, 1, 1), crop_pct=crop_pct, interpolation=interpolation
+    )
     return prepare(img, pre)
 
 
@@ -376,8 +395,9 @@ def test_to_original_inverts_resize_and_crop(size, input_size, crop_pct, grid):
     np.testing.assert_allclose(batch[1][inside], 2 * out[inside], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("size,input_size,crop_pct", [((200, 100), (56, 56), 0.875), ((40, 30), (64, 64), 1.0),
-                                                      ((97, 131), (48, 64), 0.875)])
+@pytest.mark.parametrize(
+    "size,input_size,crop_pct", [((200, 100), (56, 56), 0.875), ((40, 30), (64, 64), 1.0), ((97, 131), (48, 64), 0.875)]
+)
 def test_to_original_agrees_with_pils_resize(size, input_size, crop_pct):
     """The pixel-centre convention is PIL's: resizing an image of f with PIL and mapping the crop back gives f."""
     w0, h0 = size
@@ -433,10 +453,16 @@ def test_explain_original_writes_overlays_at_the_original_resolution(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 120, 3), dtype=np.uint8)).save(tmp_path / "p.png")
     model = vitlens.load_model("timm:test_vit", seed=0)
     out = tmp_path / "out"
-    records = explain_files([tmp_path / "scan.dcm", tmp_path / "p.png"], "", ["rollout"], out, model=model,
-                            original=True)
-    assert records[0]["input"]["window"] == {"kind": "dicom-window", "center": 1800.0, "width": 2400.0,
-                                             "function": "LINEAR", "explanation": None}
+    records = explain_files(
+        [tmp_path / "scan.dcm", tmp_path / "p.png"], "", ["rollout"], out, model=model, original=True
+    )
+    assert records[0]["input"]["window"] == {
+        "kind": "dicom-window",
+        "center": 1800.0,
+        "width": 2400.0,
+        "function": "LINEAR",
+        "explanation": None,
+    }
     assert records[0]["input"]["inverted"] is True
     for name, size in (("scan", (90, 70)), ("p", (120, 50))):
         assert Image.open(out / name / "rollout_original.png").size == size

@@ -34,8 +34,12 @@ def test_checks_raise_the_callers_error_with_one_format():
     with pytest.raises(ExplainerError, match=r"f='sum' is not valid; choose one of \['mean', 'max'\]"):
         check_choice("f", "sum", ("mean", "max"), error=ExplainerError)
     assert check_number("p", 1, 0, 1) == 1 and check_number("n", 5, 1, None, integer=True) == 5
-    for bad, match in ((1.0, r"out of range \[0, 1\)"), (math.nan, "out of range"), (True, "must be a number"),
-                       ("x", "must be a number")):
+    for bad, match in (
+        (1.0, r"out of range \[0, 1\)"),
+        (math.nan, "out of range"),
+        (True, "must be a number"),
+        ("x", "must be a number"),
+    ):
         with pytest.raises(MetricError, match=match):
             check_number("p", bad, 0, 1, hi_open=True, error=MetricError, prefix="metric 'm': ")
     with pytest.raises(MetricError, match=r"\(0, 1\]"):
@@ -48,8 +52,10 @@ def test_checks_raise_the_callers_error_with_one_format():
 def test_declared_ranges_are_what_the_constructor_accepts():
     model = vitlens.load_model("builtin:cells_vit")
     info = vitlens.explainer_info("rollout")["ranges"]
-    assert info == {"discard_ratio": {"min": 0.0, "max": 1.0, "max_open": True},
-                    "alpha": {"min": 0.0, "max": 1.0, "max_open": False}}
+    assert info == {
+        "discard_ratio": {"min": 0.0, "max": 1.0, "max_open": True},
+        "alpha": {"min": 0.0, "max": 1.0, "max_open": False},
+    }
     vitlens.get_explainer("rollout", model, discard_ratio=0.999, alpha=1.0)
     with pytest.raises(ExplainerError, match=r"discard_ratio=1.0 is out of range \[0.0, 1.0\)"):
         vitlens.get_explainer("rollout", model, discard_ratio=1.0)

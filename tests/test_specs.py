@@ -33,9 +33,12 @@ def test_parse_value():
 def test_parse_method_and_label():
     assert parse_method(" rollout ") == ("rollout", {})
     assert parse_method("rollout:head_fusion=max:discard_ratio=0.9") == (
-        "rollout", {"head_fusion": "max", "discard_ratio": 0.9})
+        "rollout",
+        {"head_fusion": "max", "discard_ratio": 0.9},
+    )
     assert method_label("rollout", {"discard_ratio": 0.9, "head_fusion": "max"}) == (
-        "rollout_discard_ratio-0.9_head_fusion-max")  # sorted by key
+        "rollout_discard_ratio-0.9_head_fusion-max"
+    )  # sorted by key
     for bad in ("rollout:max", ":a=1", "rollout:=1"):
         with pytest.raises(vitlens.InputError):
             parse_method(bad)
@@ -43,7 +46,11 @@ def test_parse_method_and_label():
 
 def test_parse_kwargs_tuples_and_errors():
     assert parse_kwargs("img_size=112,depths=(2,2),num_heads=[1,2],drop=0.1") == {
-        "img_size": 112, "depths": (2, 2), "num_heads": (1, 2), "drop": 0.1}
+        "img_size": 112,
+        "depths": (2, 2),
+        "num_heads": (1, 2),
+        "drop": 0.1,
+    }
     assert parse_kwargs(None) == {} and parse_kwargs(" , ") == {}
     with pytest.raises(vitlens.InputError, match="--model-kwargs entry 'depth'"):
         parse_kwargs("depth")
@@ -56,8 +63,14 @@ def test_target_rule_names_first_then_indices():
     assert resolve_target("dog", m) == 1
     assert resolve_target(" 2 ", m) == 2  # no class is named "2": an index
     assert resolve_target("0", m) == 2  # a class *named* "0" wins over index 0
-    for bad, match in ((3, "out of range"), (-1, "out of range"), ("7", "out of range"), ("bird", "neither"),
-                       (True, "class index or a class name"), (1.5, "class index or a class name")):
+    for bad, match in (
+        (3, "out of range"),
+        (-1, "out of range"),
+        ("7", "out of range"),
+        ("bird", "neither"),
+        (True, "class index or a class name"),
+        (1.5, "class index or a class name"),
+    ):
         with pytest.raises(vitlens.InputError, match=match):
             resolve_target(bad, m)
 
@@ -69,9 +82,18 @@ def test_cli_app_and_explainers_follow_the_same_rule(tmp_path):
     model = vitlens.load_model("builtin:cells_vit")
     name = model.class_name(2)
     service = Service({"builtin:cells_vit": model})
-    out = service.explain(parse_settings({"model": "builtin:cells_vit", "sample": "cells/0",
-                                          "methods": ["rollout", "gradcam"], "metrics": False, "target": name},
-                                         need_methods=True))
+    out = service.explain(
+        parse_settings(
+            {
+                "model": "builtin:cells_vit",
+                "sample": "cells/0",
+                "methods": ["rollout", "gradcam"],
+                "metrics": False,
+                "target": name,
+            },
+            need_methods=True,
+        )
+    )
     assert out["target"]["index"] == 2 and {m["target"] for m in out["methods"]} == {2}
 
     from PIL import Image
@@ -84,11 +106,22 @@ def test_cli_app_and_explainers_follow_the_same_rule(tmp_path):
 
 
 def test_study_config_reads_method_specs():
-    cfg = parse_config({"datasets": [{"builtin": "cells", "n": 2, "models": ["builtin:cells_vit"]}],
-                        "explainers": ["rollout:head_fusion=max:discard_ratio=0.5", "gradcam"],
-                        "metrics": ["pointing_game"]})
+    cfg = parse_config(
+        {
+            "datasets": [{"builtin": "cells", "n": 2, "models": ["builtin:cells_vit"]}],
+            "explainers": ["rollout:head_fusion=max:discard_ratio=0.5", "gradcam"],
+            "metrics": ["pointing_game"],
+        }
+    )
     assert [(e.name, e.params) for e in cfg.explainers] == [
-        ("rollout", {"head_fusion": "max", "discard_ratio": 0.5}), ("gradcam", {})]
+        ("rollout", {"head_fusion": "max", "discard_ratio": 0.5}),
+        ("gradcam", {}),
+    ]
     with pytest.raises(ConfigError, match=r"explainers\[0\].*not key=value"):
-        parse_config({"datasets": [{"builtin": "cells", "n": 2, "models": ["builtin:cells_vit"]}],
-                      "explainers": ["rollout:max"], "metrics": ["pointing_game"]})
+        parse_config(
+            {
+                "datasets": [{"builtin": "cells", "n": 2, "models": ["builtin:cells_vit"]}],
+                "explainers": ["rollout:max"],
+                "metrics": ["pointing_game"],
+            }
+        )

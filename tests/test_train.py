@@ -20,8 +20,17 @@ TINY = {"img_size": 112, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_head
 
 
 def tiny_config(**kw) -> TrainConfig:
-    base = dict(model="vit_small_patch16_224", model_kwargs=TINY, data="builtin:cells", epochs=2,
-                samples_per_epoch=48, batch_size=16, val_size=16, test_size=16, patience=0)
+    base = dict(
+        model="vit_small_patch16_224",
+        model_kwargs=TINY,
+        data="builtin:cells",
+        epochs=2,
+        samples_per_epoch=48,
+        batch_size=16,
+        val_size=16,
+        test_size=16,
+        patience=0,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -97,15 +106,42 @@ def test_image_folder_training_and_cli(tmp_path):
         for i in range(10):
             img = np.clip(rng.normal(colour, 20, (40, 50, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(img).save(tmp_path / "data" / cls / f"{i}.png")
-    rc = main(["train", "--model", "vit_small_patch16_224", "--model-kwargs",
-               "img_size=112,patch_size=8,embed_dim=32,depth=2,num_heads=2", "--data", str(tmp_path / "data"),
-               "--epochs", "3", "--batch-size", "8", "--out", str(tmp_path / "run"), "--quiet"])
+    rc = main(
+        [
+            "train",
+            "--model",
+            "vit_small_patch16_224",
+            "--model-kwargs",
+            "img_size=112,patch_size=8,embed_dim=32,depth=2,num_heads=2",
+            "--data",
+            str(tmp_path / "data"),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     card = json.loads((tmp_path / "run" / "card.json").read_text())
     assert card["classes"] == ["dark", "light"] and card["test_size"] == 2
     assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "x")]) == 2
-    assert main(["train", "--model", "vit_small_patch16_224", "--data", str(tmp_path / "nope"),
-                 "--out", str(tmp_path / "y")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "vit_small_patch16_224",
+                "--data",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "y"),
+            ]
+        )
+        == 2
+    )
     assert main(["train", "--recipe", "nope", "--out", str(tmp_path / "z")]) == 2
 
 

@@ -90,10 +90,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if no_pretrained:
         args.pretrained = None
     overrides = {
-        "epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch, "batch_size": args.batch_size,
-        "lr": args.lr, "seed": args.seed, "device": args.device, "patience": args.patience, "amp": args.amp,
-        "layer_decay": args.layer_decay, "image_size": args.image_size, "layout": args.layout,
-        "pretrained": args.pretrained, "pretrained_file": args.pretrained_file, "augment": args.augment,
+        "epochs": args.epochs,
+        "samples_per_epoch": args.samples_per_epoch,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "device": args.device,
+        "patience": args.patience,
+        "amp": args.amp,
+        "layer_decay": args.layer_decay,
+        "image_size": args.image_size,
+        "layout": args.layout,
+        "pretrained": args.pretrained,
+        "pretrained_file": args.pretrained_file,
+        "augment": args.augment,
     }
     if args.image_size is None and kwargs and isinstance(kwargs.get("img_size"), int):
         overrides["image_size"] = kwargs["img_size"]  # the images must have the model's input size
@@ -105,10 +115,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = get_preset(args.preset, data=args.data, model_kwargs=kwargs, **overrides)
     else:
         if not args.model or not args.data:
-            raise InputError("vitlens train needs --recipe NAME, --preset NAME with --data DIR, or both --model "
-                             "and --data")
-        cfg = TrainConfig(model=args.model, data=args.data, model_kwargs=kwargs or {},
-                          **{k: v for k, v in overrides.items() if v is not None})
+            raise InputError(
+                "vitlens train needs --recipe NAME, --preset NAME with --data DIR, or both --model and --data"
+            )
+        cfg = TrainConfig(
+            model=args.model,
+            data=args.data,
+            model_kwargs=kwargs or {},
+            **{k: v for k, v in overrides.items() if v is not None},
+        )
     if no_pretrained:  # --pretrained none: random initialisation, also for a preset that names weights
         cfg = dataclasses.replace(cfg, pretrained=None)
     workers = args.workers
@@ -120,14 +135,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         card = train_grid(cfg, parse_lr_grid(args.lr_grid), args.out, **run)
         for r in card["grid"]["runs"]:
             mark = "  <- selected" if r["lr"] == card["grid"]["selected_lr"] else ""
-            print(f"lr {r['lr']:g}: val accuracy {r['val_accuracy']:.4f}, test accuracy {r['test_accuracy']:.4f}"
-                  f"{mark}")
+            print(f"lr {r['lr']:g}: val accuracy {r['val_accuracy']:.4f}, test accuracy {r['test_accuracy']:.4f}{mark}")
     else:
         card = train(cfg, args.out, **run)
     print(f"test accuracy {card['test_accuracy']:.4f} on {card['test_size']} images; model in {args.out}")
     if "marker_broken_accuracy" in card:
-        print(f"marker-consistent accuracy {card['marker_consistent_accuracy']:.4f}, "
-              f"marker-broken accuracy {card['marker_broken_accuracy']:.4f}")
+        print(
+            f"marker-consistent accuracy {card['marker_consistent_accuracy']:.4f}, "
+            f"marker-broken accuracy {card['marker_broken_accuracy']:.4f}"
+        )
     return 0
 
 
@@ -188,8 +204,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     run_dir = args.out or f"runs/{cfg.name}"
     res = run_study(cfg, run_dir, progress=not args.quiet)
-    print(f"{res['done']} units done, {res['skipped']} skipped (not applicable), {res['computed_now']} computed now "
-          f"in {res['seconds']} s -> {run_dir}; next: vitlens report {run_dir}")
+    print(
+        f"{res['done']} units done, {res['skipped']} skipped (not applicable), {res['computed_now']} computed now "
+        f"in {res['seconds']} s -> {run_dir}; next: vitlens report {run_dir}"
+    )
     return 0
 
 
@@ -217,14 +235,27 @@ def cmd_masks(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # failures are reported below, one line each
         res = run_masks(
-            ds, args.weights, args.out, score_threshold=args.score, classes=args.classes, model=model,
-            class_map=args.class_map, device=args.device, batch_size=args.batch_size, progress=not args.quiet,
-            arch=args.arch, min_size=args.min_size, max_size=args.max_size, overwrite=args.overwrite,
+            ds,
+            args.weights,
+            args.out,
+            score_threshold=args.score,
+            classes=args.classes,
+            model=model,
+            class_map=args.class_map,
+            device=args.device,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+            arch=args.arch,
+            min_size=args.min_size,
+            max_size=args.max_size,
+            overwrite=args.overwrite,
         )
     for key, msg in res.failed.items():
         print(f"vitlens: warning: {key}: {msg}", file=sys.stderr)
-    print(f"{res.total} images: {res.computed} computed, {res.reused} reused, {len(res.failed)} unreadable -> "
-          f"{res.out_dir} (index {res.out_dir / INDEX_NAME})")
+    print(
+        f"{res.total} images: {res.computed} computed, {res.reused} reused, {len(res.failed)} unreadable -> "
+        f"{res.out_dir} (index {res.out_dir / INDEX_NAME})"
+    )
     return 1 if res.failed else 0
 
 
@@ -249,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Methods: " + ", ".join(list_explainers()) + ". Parameters: NAME:key=value[:key=value].",
     )
     e.add_argument(
-        "images", nargs="+",
+        "images",
+        nargs="+",
         help="image files (PNG, JPEG, TIFF, DICOM; grayscale, 16-bit, RGBA and DICOM windows are converted)",
     )
     e.add_argument("--model", required=True, help="timm:NAME | hf:PATH | torchvision:NAME | builtin:NAME | DIR")
@@ -265,36 +297,60 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed for random-init weights (no checkpoint)")
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument(
-        "--original", action="store_true",
+        "--original",
+        action="store_true",
         help="also write <method>_original.png: the overlay on the original image at its original resolution",
     )
     e.set_defaults(func=cmd_explain)
 
     t = sub.add_parser(
-        "train", help="train a timm model on a builtin benchmark, or fine-tune one on a data set on disk",
+        "train",
+        help="train a timm model on a builtin benchmark, or fine-tune one on a data set on disk",
         description="Builtin models: --recipe NAME. Fine-tuning: --preset NAME --data DIR (presets: "
-        + ", ".join(sorted(PRESETS)) + "), or --model NAME --data DIR [--pretrained TAG]. Pretrained weights "
+        + ", ".join(sorted(PRESETS))
+        + "), or --model NAME --data DIR [--pretrained TAG]. Pretrained weights "
         "come from your Hugging Face hub cache or --pretrained-file; nothing is downloaded.",
     )
     t.add_argument("--recipe", help="a builtin model's recipe (cells_vit, cells_cnn, ultrasound_vit, ...)")
     t.add_argument("--preset", help="a fine-tuning preset (" + ", ".join(sorted(PRESETS)) + ")")
     t.add_argument("--model", help="timm model name, e.g. vit_small_patch16_224")
-    t.add_argument("--model-kwargs", help="constructor kwargs, e.g. img_size=112,patch_size=8,depth=6 "
-                   "(merged into a preset's; img_size also sets --image-size)")
-    t.add_argument("--data", help="builtin:cells | builtin:ultrasound | builtin:shortcut | a data set DIR "
-                   "(class folders, CSV, COCO, VOC, BUSI, Kvasir, ...)")
+    t.add_argument(
+        "--model-kwargs",
+        help="constructor kwargs, e.g. img_size=112,patch_size=8,depth=6 "
+        "(merged into a preset's; img_size also sets --image-size)",
+    )
+    t.add_argument(
+        "--data",
+        help="builtin:cells | builtin:ultrasound | builtin:shortcut | a data set DIR "
+        "(class folders, CSV, COCO, VOC, BUSI, Kvasir, ...)",
+    )
     t.add_argument("--layout", help="layout of the data set DIR (default: auto-detected)")
-    t.add_argument("--pretrained", help="timm pretrained tag, e.g. vit_base_patch16_224.dino (from your hub cache); "
-                   "none = random initialisation")
-    t.add_argument("--pretrained-file", help="local pretrained weights (safetensors or torch state dict), loaded by "
-                   "timm into the model (with the --pretrained tag's config if given); the head is replaced")
-    t.add_argument("--lr-grid", help="comma-separated learning rates: one run each in OUT/lr-<rate>/, the best "
-                   "validation accuracy is copied to OUT, all results in OUT/grid.json")
+    t.add_argument(
+        "--pretrained",
+        help="timm pretrained tag, e.g. vit_base_patch16_224.dino (from your hub cache); none = random initialisation",
+    )
+    t.add_argument(
+        "--pretrained-file",
+        help="local pretrained weights (safetensors or torch state dict), loaded by "
+        "timm into the model (with the --pretrained tag's config if given); the head is replaced",
+    )
+    t.add_argument(
+        "--lr-grid",
+        help="comma-separated learning rates: one run each in OUT/lr-<rate>/, the best "
+        "validation accuracy is copied to OUT, all results in OUT/grid.json",
+    )
     t.add_argument("--layer-decay", type=float, help="layer-wise learning-rate decay factor, e.g. 0.65 (0 = off)")
-    t.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
-                   help="mixed precision: auto (bf16 where supported), bf16, fp16 (CUDA, with loss scaling), off")
-    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random resized crop + horizontal flip on the train split (data on disk)")
+    t.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "off"],
+        help="mixed precision: auto (bf16 where supported), bf16, fp16 (CUDA, with loss scaling), off",
+    )
+    t.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random resized crop + horizontal flip on the train split (data on disk)",
+    )
     t.add_argument("--image-size", type=int, help="input size in pixels (default: the recipe's / preset's)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--samples-per-epoch", type=int, help="fresh synthetic samples per epoch (builtin data)")
@@ -321,8 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     ck = dsub.add_parser("check", help="report every problem of a data set directory in one pass (exit 1 on errors)")
     ck.add_argument("dir", help="data set directory (or a CSV manifest / COCO JSON file)")
     ck.add_argument("--layout", default="auto", help="auto | folders | pbc | csv | coco | voc | busi | kvasir")
-    ck.add_argument("--option", action="append", metavar="KEY=VALUE",
-                    help="reader option, repeatable, e.g. keep_unannotated=true (coco), year=2012 (voc)")
+    ck.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="reader option, repeatable, e.g. keep_unannotated=true (coco), year=2012 (voc)",
+    )
     ck.set_defaults(func=cmd_data_check)
 
     dm = sub.add_parser("demo", help="explain builtin test images with every applicable method (HTML + PNG)")
@@ -335,15 +395,26 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.config import builtin_configs
 
     b = sub.add_parser(
-        "bench", help="run a study: models x explainers x datasets x metrics (resumable)",
+        "bench",
+        help="run a study: models x explainers x datasets x metrics (resumable)",
         description="CONFIG: a YAML/TOML file or builtin:NAME (" + ", ".join(builtin_configs()) + ").",
     )
-    b.add_argument("config", nargs="?",
-                   help="study config or builtin:NAME (with --init: the file to write; default <DIR>-study.yaml)")
-    b.add_argument("--init", nargs=2, metavar=("LAYOUT", "DIR"),
-                   help="write a ready config for data set DIR in LAYOUT (busi, kvasir, pbc, voc, coco, csv, folders)")
-    b.add_argument("--model", action="append",
-                   help="with --init: model spec(s) to study (default: the README's fine-tuned ViT-B/16 dirs)")
+    b.add_argument(
+        "config",
+        nargs="?",
+        help="study config or builtin:NAME (with --init: the file to write; default <DIR>-study.yaml)",
+    )
+    b.add_argument(
+        "--init",
+        nargs=2,
+        metavar=("LAYOUT", "DIR"),
+        help="write a ready config for data set DIR in LAYOUT (busi, kvasir, pbc, voc, coco, csv, folders)",
+    )
+    b.add_argument(
+        "--model",
+        action="append",
+        help="with --init: model spec(s) to study (default: the README's fine-tuned ViT-B/16 dirs)",
+    )
     b.add_argument("--seed", type=int, default=0, help="with --init: the study seed")
     b.add_argument("--force", action="store_true", help="with --init: overwrite an existing config file")
     b.add_argument("--out", help="run directory (default runs/<name>); rerun to resume")
@@ -356,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
 
     sv = sub.add_parser(
-        "serve", help="web app: explain images in the browser, compare methods, scores",
+        "serve",
+        help="web app: explain images in the browser, compare methods, scores",
         description="Serves the builtin models unless --model is given. Binds only --host (default: this "
         "machine only); the app has no authentication.",
     )
@@ -367,17 +439,22 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=cmd_serve)
 
     mk = sub.add_parser(
-        "masks", help="foreground masks without annotations: Mask R-CNN (COCO weights, local file) on a data set",
+        "masks",
+        help="foreground masks without annotations: Mask R-CNN (COCO weights, local file) on a data set",
         description="Runs torchvision's Mask R-CNN on every image of DIR, keeps the instances with score >= "
         "--score (optionally of some COCO categories), and caches their union as one 0/255 PNG per image at "
         "its original size plus index.json. Rerun to resume; the study runner reads the masks as mask kind "
         "'foreground' (FAF/BAF). Exit status 1 when some images could not be read.",
     )
     mk.add_argument("data", metavar="DIR", help="data set directory (any layout `vitlens data check` reads)")
-    mk.add_argument("--weights", help="torchvision COCO weights file, e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth "
-                    "(default: torchvision's cache, <torch hub dir>/checkpoints/)")
-    mk.add_argument("--arch", default="maskrcnn_resnet50_fpn",
-                    choices=["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"])
+    mk.add_argument(
+        "--weights",
+        help="torchvision COCO weights file, e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth "
+        "(default: torchvision's cache, <torch hub dir>/checkpoints/)",
+    )
+    mk.add_argument(
+        "--arch", default="maskrcnn_resnet50_fpn", choices=["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"]
+    )
     mk.add_argument("--layout", default="auto", help="data set layout (default: detected)")
     mk.add_argument("--score", type=float, default=0.5, help="keep instances with score >= this (default 0.5)")
     mk.add_argument("--classes", help="only these COCO categories, comma-separated, e.g. person,dog")
@@ -397,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .metrics import list_metrics
 
     ls = sub.add_parser(
-        "list", help="list the registered explainers (or metrics) with their citation",
+        "list",
+        help="list the registered explainers (or metrics) with their citation",
         description="Metrics: " + ", ".join(list_metrics()) + ".",
     )
     ls.add_argument("-v", "--verbose", action="store_true", help="also show parameters")

@@ -55,7 +55,8 @@ def demo(out: str | Path, benchmark: str = "cells", n_images: int = 6, seed: int
             heading=f"builtin:{name} — {card.get('architecture', {}).get('timm_name', '')}",
             text=f"test accuracy {acc:.1%} on {card.get('test_size')} images; methods: {', '.join(methods)} "
             f"(demo settings: {DEMO_PARAMS})"
-            if acc is not None else "",
+            if acc is not None
+            else "",
         )
         for i, s in enumerate(samples):
             pred = int(probs[i].argmax())

@@ -26,8 +26,9 @@ from .conftest import MODELS, png_bytes, sample_png
 def post(client, settings: dict, image: bytes | None = None, name: str = "image.png", path: str = "/api/explain"):
     if image is None:
         return client.post(path, json=settings)
-    return client.post(path, files={"image": (name, image, "application/octet-stream")},
-                       data={"settings": json.dumps(settings)})
+    return client.post(
+        path, files={"image": (name, image, "application/octet-stream")}, data={"settings": json.dumps(settings)}
+    )
 
 
 def data_url_image(url: str) -> np.ndarray:
@@ -58,9 +59,19 @@ def one_line_error(r, status: int, *needles: str) -> str:
 def test_explain_upload_equals_direct_library_calls(client, service, tmp_path):
     data = sample_png("cells/1")
     steps = 7
-    r = post(client, {"model": "builtin:cells_vit", "methods": [
-        "rollout", {"name": "rollout", "params": {"head_fusion": "max", "discard_ratio": "0.9"}}, "gradcam",
-    ], "steps": steps}, data)
+    r = post(
+        client,
+        {
+            "model": "builtin:cells_vit",
+            "methods": [
+                "rollout",
+                {"name": "rollout", "params": {"head_fusion": "max", "discard_ratio": "0.9"}},
+                "gradcam",
+            ],
+            "steps": steps,
+        },
+        data,
+    )
     assert r.status_code == 200, r.text
     out = r.json()
     model, prep = expected_input(service, "builtin:cells_vit", data, tmp_path)
@@ -77,8 +88,11 @@ def test_explain_upload_equals_direct_library_calls(client, service, tmp_path):
 
     labels = [m["label"] for m in out["methods"]]
     assert labels == ["rollout", "rollout_discard_ratio-0.9_head_fusion-max", "gradcam"]
-    for m, (name, params) in zip(out["methods"], [("rollout", {}), ("rollout", {"head_fusion": "max",
-                                                  "discard_ratio": 0.9}), ("gradcam", {})], strict=True):
+    for m, (name, params) in zip(
+        out["methods"],
+        [("rollout", {}), ("rollout", {"head_fusion": "max", "discard_ratio": 0.9}), ("gradcam", {})],
+        strict=True,
+    ):
         want = vitlens.get_explainer(name, model, **params)(x)
         got = decode_map(m["map"])
         assert np.array_equal(got, want[0].numpy()), m["label"]
@@ -94,8 +108,9 @@ def test_explain_upload_equals_direct_library_calls(client, service, tmp_path):
 def test_builtin_sample_pointing_game_and_outline(client, service):
     from vitlens.app.catalog import get_sample
 
-    r = post(client, {"model": "builtin:cells_vit", "sample": "cells/2", "methods": ["rollout", "gradcam"],
-                      "metrics": False})
+    r = post(
+        client, {"model": "builtin:cells_vit", "sample": "cells/2", "methods": ["rollout", "gradcam"], "metrics": False}
+    )
     assert r.status_code == 200, r.text
     out = r.json()
     s = get_sample("cells/2")
@@ -155,14 +170,30 @@ def test_upload_formats_read_like_the_cli(client, service, tmp_path, kind):
 
 
 def test_download_zip_has_maps_pngs_and_settings(client):
-    out = post(client, {"model": "builtin:cells_vit", "sample": "cells/3", "target": 1, "steps": 4,
-                        "methods": ["rollout", {"name": "gradcam", "params": {"layer": -2}}]}).json()
+    out = post(
+        client,
+        {
+            "model": "builtin:cells_vit",
+            "sample": "cells/3",
+            "target": 1,
+            "steps": 4,
+            "methods": ["rollout", {"name": "gradcam", "params": {"layer": -2}}],
+        },
+    ).json()
     r = client.get(out["download_url"], params={"opacity": 0.3})
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     z = zipfile.ZipFile(io.BytesIO(r.content))
     names = set(z.namelist())
-    assert {"input.png", "mask.png", "settings.json", "rollout.npy", "rollout_heatmap.png", "rollout_overlay.png",
-            "gradcam_layer--2.npy", "gradcam_layer--2_overlay.png"} <= names
+    assert {
+        "input.png",
+        "mask.png",
+        "settings.json",
+        "rollout.npy",
+        "rollout_heatmap.png",
+        "rollout_overlay.png",
+        "gradcam_layer--2.npy",
+        "gradcam_layer--2_overlay.png",
+    } <= names
     for m in out["methods"]:
         assert np.array_equal(np.load(io.BytesIO(z.read(f"{m['label']}.npy"))), decode_map(m["map"]))
     settings = json.loads(z.read("settings.json"))
@@ -204,8 +235,13 @@ def test_models_list_methods_from_the_registry(client, service):
 
 
 def test_default_models_are_the_builtins():
-    assert DEFAULT_MODELS == ("builtin:cells_vit", "builtin:cells_cnn", "builtin:ultrasound_vit",
-                              "builtin:ultrasound_cnn", "builtin:shortcut_vit")
+    assert DEFAULT_MODELS == (
+        "builtin:cells_vit",
+        "builtin:cells_cnn",
+        "builtin:ultrasound_vit",
+        "builtin:ultrasound_cnn",
+        "builtin:shortcut_vit",
+    )
     assert {s.split(":")[1] for s in DEFAULT_MODELS} <= set(vitlens.list_builtin())
 
 
@@ -283,24 +319,47 @@ def test_corrupt_files_give_a_message(client):
         ({"model": "timm:nope", "sample": "cells/0", "methods": ["rollout"]}, ["unknown model", "builtin:cells_vit"]),
         ({"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["nosuch"]}, ["unknown explainer 'nosuch'"]),
         ({"model": "builtin:cells_cnn", "sample": "cells/0", "methods": ["rollout"]}, ["rollout", "gradcam"]),
-        ({"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"], "target": 4},
-         ["target class 4 is out of range", "0..3"]),
-        ({"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"], "target": -1},
-         ["out of range"]),
-        ({"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"], "target": "platelet"},
-         ["platelet"]),
-        ({"model": "builtin:cells_vit", "sample": "cells/0",
-          "methods": [{"name": "rollout", "params": {"discard_ratio": 1.5}}]}, ["discard_ratio"]),
-        ({"model": "builtin:cells_vit", "sample": "cells/0",
-          "methods": [{"name": "rollout", "params": {"bogus": 1}}]}, ["no parameter bogus"]),
-        ({"model": "builtin:cells_vit", "sample": "cells/0", "methods": [{"name": "gradcam", "params": {"layer": 9}}]},
-         ["layer=9"]),
+        (
+            {"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"], "target": 4},
+            ["target class 4 is out of range", "0..3"],
+        ),
+        ({"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"], "target": -1}, ["out of range"]),
+        (
+            {"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"], "target": "platelet"},
+            ["platelet"],
+        ),
+        (
+            {
+                "model": "builtin:cells_vit",
+                "sample": "cells/0",
+                "methods": [{"name": "rollout", "params": {"discard_ratio": 1.5}}],
+            },
+            ["discard_ratio"],
+        ),
+        (
+            {
+                "model": "builtin:cells_vit",
+                "sample": "cells/0",
+                "methods": [{"name": "rollout", "params": {"bogus": 1}}],
+            },
+            ["no parameter bogus"],
+        ),
+        (
+            {
+                "model": "builtin:cells_vit",
+                "sample": "cells/0",
+                "methods": [{"name": "gradcam", "params": {"layer": 9}}],
+            },
+            ["layer=9"],
+        ),
         ({"model": "builtin:cells_vit", "sample": "cells/99", "methods": ["rollout"]}, ["unknown sample"]),
         ({"model": "builtin:cells_vit", "methods": ["rollout"]}, ["choose an image"]),
         ({"model": "builtin:cells_vit", "sample": "cells/0", "methods": []}, ["at least one"]),
         ({"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"], "steps": 0}, ["steps"]),
-        ({"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"], "colour": "red"},
-         ["unknown settings"]),
+        (
+            {"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"], "colour": "red"},
+            ["unknown settings"],
+        ),
     ],
 )
 def test_bad_settings_are_400_with_a_message(client, settings, needles):
@@ -310,7 +369,8 @@ def test_bad_settings_are_400_with_a_message(client, settings, needles):
 def test_malformed_requests(client):
     one_line_error(client.post("/api/explain", data={"settings": "{not json"}), 400, "not valid JSON")
     one_line_error(client.post("/api/explain", data={"other": "1"}), 400, "settings")
-    one_line_error(client.post("/api/explain", content=b"x", headers={"content-type": "text/plain"}), 400,
-                   "multipart/form-data")
+    one_line_error(
+        client.post("/api/explain", content=b"x", headers={"content-type": "text/plain"}), 400, "multipart/form-data"
+    )
     r = post(client, {"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"]}, sample_png())
     one_line_error(r, 400, "either")

@@ -19,8 +19,9 @@ from ..test_medical_io import ramp12
 
 
 def post(client, settings: dict, image: bytes, name: str, path: str = "/api/predict"):
-    return client.post(path, files={"image": (name, image, "application/octet-stream")},
-                       data={"settings": json.dumps(settings)})
+    return client.post(
+        path, files={"image": (name, image, "application/octet-stream")}, data={"settings": json.dumps(settings)}
+    )
 
 
 def one_line_error(r, status: int, *needles: str) -> str:
@@ -49,8 +50,14 @@ def test_dicom_upload_reads_like_the_cli(client, service, tmp_path, kind):
     elif kind == "multiframe":
         path = write_dicom(tmp_path / name, np.stack([raw, raw[::-1]]), frames=2, bits_stored=12)
     elif kind == "deflated":
-        path = write_dicom(tmp_path / name, raw, transfer_syntax=DeflatedExplicitVRLittleEndian, bits_stored=12,
-                           WindowCenter=1000, WindowWidth=800)
+        path = write_dicom(
+            tmp_path / name,
+            raw,
+            transfer_syntax=DeflatedExplicitVRLittleEndian,
+            bits_stored=12,
+            WindowCenter=1000,
+            WindowWidth=800,
+        )
     else:  # the DICM magic decides, whatever the upload is called
         path = write_dicom(tmp_path / name, raw, bits_stored=12, WindowCenter=1000, WindowWidth=800)
         name = "upload"
@@ -81,13 +88,18 @@ def test_dicom_upload_limits_and_errors(client, tmp_path, monkeypatch):
     if not pydicom.pixels.get_decoder(JPEGLSLossless).is_available:
         from pydicom.encaps import encapsulate
 
-        ls = write_dicom(tmp_path / "ls.dcm", ramp12(), transfer_syntax=JPEGLSLossless,
-                         pixel_data=encapsulate([b"\xff\xd8\xff\xf7" + b"\0" * 60])).read_bytes()
+        ls = write_dicom(
+            tmp_path / "ls.dcm",
+            ramp12(),
+            transfer_syntax=JPEGLSLossless,
+            pixel_data=encapsulate([b"\xff\xd8\xff\xf7" + b"\0" * 60]),
+        ).read_bytes()
         one_line_error(post(client, settings, ls, "ls.dcm"), 415, "ls.dcm", "JPEG-LS", "not installed")
 
     # a deflated data set that would inflate past the limit is refused before pydicom inflates it
-    zeros = write_dicom(tmp_path / "z.dcm", np.zeros((300, 400), np.uint16),
-                        transfer_syntax=DeflatedExplicitVRLittleEndian).read_bytes()
+    zeros = write_dicom(
+        tmp_path / "z.dcm", np.zeros((300, 400), np.uint16), transfer_syntax=DeflatedExplicitVRLittleEndian
+    ).read_bytes()
     assert len(zeros) < 10_000
     monkeypatch.setattr(uploads, "MAX_INFLATED_BYTES", 100_000)
     one_line_error(post(client, settings, zeros, "z.dcm"), 413, "z.dcm", "inflates")

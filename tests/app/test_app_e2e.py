@@ -24,8 +24,16 @@ from PIL import Image
 from .conftest import sample_png
 
 CHROMIUM = os.environ.get("VITLENS_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 pytestmark = pytest.mark.browser
@@ -123,8 +131,9 @@ def test_upload_two_methods_overlays_scores_download(browser, server_url, tmp_pa
     assert {"settings.json", "rollout_head_fusion-max.npy", "gradcam.npy", "gradcam_overlay.png"} <= set(z.namelist())
 
     # a corrupt file: a clear message on the page, not a stack trace
-    page.set_input_files("#file", files=[{"name": "broken.png", "mimeType": "image/png",
-                                          "buffer": sample_png("cells/1")[:300]}])
+    page.set_input_files(
+        "#file", files=[{"name": "broken.png", "mimeType": "image/png", "buffer": sample_png("cells/1")[:300]}]
+    )
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)
     msg = page.locator("#error-text").inner_text()
     assert "broken.png" in msg and "corrupt" in msg and "Traceback" not in msg

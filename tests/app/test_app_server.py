@@ -18,17 +18,41 @@ from .conftest import sample_png
 # targets, Grad-CAM features on the CNN, uploads and samples, with the deletion/insertion forwards.
 REQUESTS = [
     ({"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout", "grad_rollout"], "steps": 3}, None),
-    ({"model": "builtin:cells_vit", "sample": "cells/1", "methods": ["generic_attention"], "target": 2,
-      "metrics": False}, None),
-    ({"model": "builtin:cells_vit", "methods": [{"name": "rollout", "params": {"head_fusion": "max"}}],
-      "metrics": False}, "cells/2"),
+    (
+        {
+            "model": "builtin:cells_vit",
+            "sample": "cells/1",
+            "methods": ["generic_attention"],
+            "target": 2,
+            "metrics": False,
+        },
+        None,
+    ),
+    (
+        {
+            "model": "builtin:cells_vit",
+            "methods": [{"name": "rollout", "params": {"head_fusion": "max"}}],
+            "metrics": False,
+        },
+        "cells/2",
+    ),
     ({"model": "builtin:cells_cnn", "sample": "cells/3", "methods": ["gradcam"], "steps": 3}, None),
-    ({"model": "builtin:cells_vit", "sample": "ultrasound/1", "methods": ["grad_rollout", "attention_gradcam"],
-      "target": 0, "metrics": False}, None),
+    (
+        {
+            "model": "builtin:cells_vit",
+            "sample": "ultrasound/1",
+            "methods": ["grad_rollout", "attention_gradcam"],
+            "target": 0,
+            "metrics": False,
+        },
+        None,
+    ),
     ({"model": "builtin:cells_cnn", "methods": ["gradcam"], "target": 1, "metrics": False}, "cells/4"),
     ({"model": "builtin:cells_vit", "sample": "cells/5", "methods": ["raw_attention", "gradcam"], "steps": 3}, None),
-    ({"model": "builtin:cells_vit", "sample": "shortcut/0", "methods": ["rollout"], "target": 3,
-      "metrics": False}, None),
+    (
+        {"model": "builtin:cells_vit", "sample": "shortcut/0", "methods": ["rollout"], "target": 3, "metrics": False},
+        None,
+    ),
 ]
 
 
@@ -37,12 +61,17 @@ def call(url: str, settings: dict, upload: str | None) -> dict:
         if upload is None:
             r = c.post("/api/explain", json=settings)
         else:
-            r = c.post("/api/explain", files={"image": ("u.png", sample_png(upload), "image/png")},
-                       data={"settings": json.dumps(settings)})
+            r = c.post(
+                "/api/explain",
+                files={"image": ("u.png", sample_png(upload), "image/png")},
+                data={"settings": json.dumps(settings)},
+            )
     assert r.status_code == 200, r.text
     out = r.json()
-    return {m["label"]: (m["map"]["b64"], m["target"], m["deletion"], m["insertion"], m["pointing_game"])
-            for m in out["methods"]} | {"top": out["top"]}
+    return {
+        m["label"]: (m["map"]["b64"], m["target"], m["deletion"], m["insertion"], m["pointing_game"])
+        for m in out["methods"]
+    } | {"top": out["top"]}
 
 
 def test_parallel_requests_give_exactly_the_sequential_maps(server_url):

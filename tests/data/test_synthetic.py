@@ -243,9 +243,7 @@ def test_shortcut_marker_rate_per_split() -> None:
 # ------------------------------------------------------------------------------------------ colour leakage
 
 
-def _softmax_regression(
-    x: np.ndarray, y: np.ndarray, k: int, steps: int = 1500, lr: float = 0.5
-) -> np.ndarray:
+def _softmax_regression(x: np.ndarray, y: np.ndarray, k: int, steps: int = 1500, lr: float = 0.5) -> np.ndarray:
     """Multinomial logistic regression by full-batch gradient descent; x must include a bias column."""
     w = np.zeros((x.shape[1], k))
     onehot = np.eye(k)[y]
@@ -289,9 +287,7 @@ def test_mean_colour_does_not_reveal_the_class(name: str, colour_sets: dict) -> 
 # ------------------------------------------------------------------------------------------ export
 
 
-@pytest.mark.parametrize(
-    ("name", "extra"), [("shortcut", "marker"), ("ultrasound", "posterior"), ("cells", None)]
-)
+@pytest.mark.parametrize(("name", "extra"), [("shortcut", "marker"), ("ultrasound", "posterior"), ("cells", None)])
 def test_export_writes_images_masks_and_manifest(tmp_path, name: str, extra: str | None) -> None:
     n = 5
     manifest = export_dataset(name, n, tmp_path / "out", seed=0, split="test")

@@ -43,8 +43,7 @@ def _need_app_deps() -> None:
         import uvicorn  # noqa: F401
     except ImportError as e:
         raise VitlensError(
-            f"the web app needs FastAPI, uvicorn and python-multipart ({e.name} is missing): "
-            "pip install 'vitlens[app]'"
+            f"the web app needs FastAPI, uvicorn and python-multipart ({e.name} is missing): pip install 'vitlens[app]'"
         ) from None
 
 

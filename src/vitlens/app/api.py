@@ -221,10 +221,14 @@ def create_app(service: Service) -> FastAPI:
         try:
             data = await run_in_threadpool(service.download, result_id, opacity)
         except KeyError:
-            return error(404, "this result is no longer kept on the server (only the most recent ones are); "
-                              "run the explanation again")
+            return error(
+                404,
+                "this result is no longer kept on the server (only the most recent ones are); "
+                "run the explanation again",
+            )
         return Response(
-            data, media_type="application/zip",
+            data,
+            media_type="application/zip",
             headers={"Content-Disposition": f'attachment; filename="vitlens-{result_id[:8]}.zip"'},
         )
 

@@ -27,11 +27,13 @@ PARAM_HINTS: dict[str, dict[str, Any]] = {
         "help": "how the attention heads of a layer are combined",
     },
     "discard_ratio": {
-        "kind": "number", "step": 0.05,
+        "kind": "number",
+        "step": 0.05,
         "help": "fraction of the weakest attention weights dropped per layer (0 keeps all)",
     },
     "alpha": {
-        "kind": "number", "step": 0.05,
+        "kind": "number",
+        "step": 0.05,
         "help": "weight of attention against the residual (identity) path",
     },
     "layer": {"kind": "layer", "help": "where Grad-CAM reads the features (default: the last block or stage)"},

@@ -74,14 +74,18 @@ def make_server(service: Service, sock: socket.socket, log_level: str = "warning
     return uvicorn.Server(config)
 
 
-def serve(models: list[str] | None, host: str = "127.0.0.1", port: int = 7860, *, seed: int = 0,
-          log_level: str = "warning") -> int:
+def serve(
+    models: list[str] | None, host: str = "127.0.0.1", port: int = 7860, *, seed: int = 0, log_level: str = "warning"
+) -> int:
     """Load the models (errors before anything listens), bind, print the address, serve until Ctrl-C."""
     service = Service.from_specs(models, seed=seed)
     sock = bind(host, port)
     if not is_loopback(host):
-        print(f"vitlens: warning: listening on {host}: anyone who can reach this address can use the app "
-              "(it has no authentication)", file=sys.stderr)
+        print(
+            f"vitlens: warning: listening on {host}: anyone who can reach this address can use the app "
+            "(it has no authentication)",
+            file=sys.stderr,
+        )
     print(f"vitlens: serving {', '.join(service.entries)} at {url_of(sock)} (Ctrl-C to stop)", flush=True)
     make_server(service, sock, log_level).run(sockets=[sock])
     return 0

@@ -45,8 +45,9 @@ from . import render
 from .catalog import BuiltinSample, get_sample, method_specs, param_defaults
 from .uploads import DecodedImage
 
-DEFAULT_MODELS = tuple(f"builtin:{n}" for n in ("cells_vit", "cells_cnn", "ultrasound_vit", "ultrasound_cnn",
-                                               "shortcut_vit"))
+DEFAULT_MODELS = tuple(
+    f"builtin:{n}" for n in ("cells_vit", "cells_cnn", "ultrasound_vit", "ultrasound_cnn", "shortcut_vit")
+)
 METRIC_STEPS = 14
 MAX_STEPS = 64
 MAX_METHODS = 8
@@ -242,15 +243,28 @@ class Service:
             raise InputError("give either an uploaded image or a builtin sample, not both")
         if upload is not None:
             prep = prepare(upload.image, pre)
-            meta = {"source": "upload", "name": upload.name, "sha256": upload.sha256, "format": upload.format,
-                    "mode": upload.mode, "width": upload.size[0], "height": upload.size[1]}
+            meta = {
+                "source": "upload",
+                "name": upload.name,
+                "sha256": upload.sha256,
+                "format": upload.format,
+                "mode": upload.mode,
+                "width": upload.size[0],
+                "height": upload.size[1],
+            }
             return Input(prep, None, None, meta)
         if settings.sample is None:
             raise InputError("choose an image: upload a file or pick a builtin sample")
         s = get_sample(settings.sample)
         prep = prepare(Image.fromarray(s.image), pre)
-        meta = {"source": "sample", "name": f"builtin {s.benchmark} test image {s.index}", "sample": s.id,
-                "sample_label": s.label_name, "width": s.image.shape[1], "height": s.image.shape[0]}
+        meta = {
+            "source": "sample",
+            "name": f"builtin {s.benchmark} test image {s.index}",
+            "sample": s.id,
+            "sample_label": s.label_name,
+            "width": s.image.shape[1],
+            "height": s.image.shape[0],
+        }
         if s.benchmark == entry.benchmark:  # the model's own classes: its prediction can be right or wrong
             meta["true_label"] = s.label_name
         marker = transform_mask(s.marker, prep) if s.marker is not None else None
@@ -271,8 +285,10 @@ class Service:
     def _top(self, logits: torch.Tensor, model: Model) -> list[dict[str, Any]]:
         probs = torch.softmax(logits.float(), dim=-1)[0]
         vals, idx = probs.topk(min(TOP_K, probs.numel()))
-        return [{"index": int(i), "name": model.class_name(int(i)), "probability": float(v)}
-                for v, i in zip(vals, idx, strict=True)]
+        return [
+            {"index": int(i), "name": model.class_name(int(i)), "probability": float(v)}
+            for v, i in zip(vals, idx, strict=True)
+        ]
 
     # ------------------------------------------------------------------------------------------ predict
     def predict(self, settings: Settings, upload: DecodedImage | None = None) -> dict[str, Any]:
@@ -325,20 +341,37 @@ class Service:
                 }
             )
         probs = torch.softmax(logits.float(), dim=-1)[0]
-        target_info = {"index": t, "name": model.class_name(t), "probability": float(probs[t]),
-                       "requested": settings.target is not None}
+        target_info = {
+            "index": t,
+            "name": model.class_name(t),
+            "probability": float(probs[t]),
+            "requested": settings.target is not None,
+        }
         record = {
             "model": entry.spec,
             "image": {k: v for k, v in inp.meta.items()},
             "target": target_info,
             "top": top,
-            "methods": [{k: m[k] for k in ("label", "name", "params", "class_specific", "target", "deletion",
-                                           "insertion", "pointing_game")} for m in methods],
+            "methods": [
+                {
+                    k: m[k]
+                    for k in (
+                        "label",
+                        "name",
+                        "params",
+                        "class_specific",
+                        "target",
+                        "deletion",
+                        "insertion",
+                        "pointing_game",
+                    )
+                }
+                for m in methods
+            ],
             "metrics": self._metric_settings(settings, inp.mask is not None),
         }
         result_id = self.results.put(
-            {"display": inp.prepared.display, "mask": inp.mask, "maps": maps,
-             "settings": {"vitlens_app": 1, **record}}
+            {"display": inp.prepared.display, "mask": inp.mask, "maps": maps, "settings": {"vitlens_app": 1, **record}}
         )
         return {
             **record,
@@ -347,8 +380,11 @@ class Service:
             "methods": methods,
             "result_id": result_id,
             "download_url": f"/api/results/{result_id}.zip",
-            "seconds": {"explain": round(t_explain, 4), "metrics": round(t_metrics, 4),
-                        "total": round(time.perf_counter() - t_start, 4)},
+            "seconds": {
+                "explain": round(t_explain, 4),
+                "metrics": round(t_metrics, 4),
+                "total": round(time.perf_counter() - t_start, 4),
+            },
         }
 
     def _metric_settings(self, settings: Settings, has_mask: bool) -> dict[str, Any]:
@@ -361,7 +397,12 @@ class Service:
         return out
 
     def _scores(
-        self, model: Model, x: torch.Tensor, maps: list[torch.Tensor], target: int, mask: np.ndarray | None,
+        self,
+        model: Model,
+        x: torch.Tensor,
+        maps: list[torch.Tensor],
+        target: int,
+        mask: np.ndarray | None,
         settings: Settings,
     ) -> tuple[dict[str, list[Any]], float]:
         """Deletion/insertion AUC and pointing game of every map; one batched metric call per map grid."""

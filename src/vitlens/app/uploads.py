@@ -133,8 +133,9 @@ def _check_deflated(data: bytes, name: str) -> None:
     except zlib.error as e:
         raise UploadError(f"{name} is a corrupt deflated DICOM file ({e})") from e
     if inflater.unconsumed_tail:
-        raise UploadError(f"{name} inflates to more than {mb(MAX_INFLATED_BYTES)}; the limit is "
-                          f"{mb(MAX_INFLATED_BYTES)}", status=413)
+        raise UploadError(
+            f"{name} inflates to more than {mb(MAX_INFLATED_BYTES)}; the limit is {mb(MAX_INFLATED_BYTES)}", status=413
+        )
 
 
 def decode_dicom(data: bytes, name: str = "upload") -> DecodedImage:

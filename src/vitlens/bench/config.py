@@ -114,18 +114,31 @@ def _component(raw: Any, where: str) -> Component:
         params = raw.get("params", {}) or {}
         extra = set(raw) - {"name", "params", "mask"}
         if not isinstance(params, dict) or extra:
-            raise ConfigError(f"{where}: entries are NAME[:key=value...] or {{name: NAME, params: {{...}}}}, "
-                      f"got {raw!r}")
+            raise ConfigError(
+                f"{where}: entries are NAME[:key=value...] or {{name: NAME, params: {{...}}}}, got {raw!r}"
+            )
         return Component(raw["name"], dict(params), str(raw.get("mask", "evidence")))
-    raise ConfigError(f"{where}: entries are NAME[:key=value...] or {{name: NAME, params: {{...}}}}, "
-                      f"got {raw!r}")
+    raise ConfigError(f"{where}: entries are NAME[:key=value...] or {{name: NAME, params: {{...}}}}, got {raw!r}")
 
 
 def _dataset(raw: Any, where: str, base_dir: Path | None = None) -> DatasetSpec:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a dataset is a mapping with name, builtin, n and models, got {raw!r}")
-    known = {"name", "builtin", "path", "layout", "split", "split_seed", "classes", "n", "start", "models",
-             "foreground_masks", "labels", "target"}
+    known = {
+        "name",
+        "builtin",
+        "path",
+        "layout",
+        "split",
+        "split_seed",
+        "classes",
+        "n",
+        "start",
+        "models",
+        "foreground_masks",
+        "labels",
+        "target",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(known)}")
@@ -159,11 +172,18 @@ def _dataset(raw: Any, where: str, base_dir: Path | None = None) -> DatasetSpec:
     if fg not in (None, "auto", "none"):
         fg = str(((base_dir or Path.cwd()) / str(fg)).resolve())
     return DatasetSpec(
-        name=str(raw.get("name", raw.get("builtin") or Path(str(path)).name)), models=models,
-        builtin=raw.get("builtin"), split=split, n=n, start=int(raw.get("start", 0)),
-        path=None if path is None else str(path), layout=str(raw.get("layout", "auto")),
-        classes=None if classes is None else list(classes), split_seed=int(raw.get("split_seed", 0)),
-        foreground_masks=None if fg is None else str(fg), labels=str(raw.get("labels", "match")),
+        name=str(raw.get("name", raw.get("builtin") or Path(str(path)).name)),
+        models=models,
+        builtin=raw.get("builtin"),
+        split=split,
+        n=n,
+        start=int(raw.get("start", 0)),
+        path=None if path is None else str(path),
+        layout=str(raw.get("layout", "auto")),
+        classes=None if classes is None else list(classes),
+        split_seed=int(raw.get("split_seed", 0)),
+        foreground_masks=None if fg is None else str(fg),
+        labels=str(raw.get("labels", "match")),
         target=target,
     )
 

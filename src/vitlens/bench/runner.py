@@ -51,8 +51,9 @@ def plan(cfg: StudyConfig, sources: dict[str, Any] | None = None) -> list[dict[s
                 for b in range(0, len(ids), cfg.batch_size):
                     chunk = ids[b : b + cfg.batch_size]
                     key = (ds.name, model_spec, expl.key, chunk[0], chunk[-1], cfg.seed)
-                    units.append({"id": unit_id(*key), "dataset": ds, "model": model_spec, "explainer": expl,
-                                  "ids": chunk})
+                    units.append(
+                        {"id": unit_id(*key), "dataset": ds, "model": model_spec, "explainer": expl, "ids": chunk}
+                    )
     return units
 
 
@@ -67,13 +68,26 @@ def _rows(unit, batch: ModelBatch, metric_key: str, metric_name: str, res, expl_
         vals = values.cpu().numpy()
         for i, image_id in enumerate(batch.image_ids):
             curve = res.curves[i].cpu().numpy().tolist() if (res.curves is not None and out_name == "score") else None
-            rows.append({
-                "dataset": unit["dataset"].name, "model": unit["model"], "explainer": expl.name,
-                "explainer_key": expl.key, "explainer_params": json.dumps(expl.params, sort_keys=True),
-                "metric": metric_name, "metric_key": metric_key, "output": out_name, "image_id": int(image_id),
-                "image": batch.keys[i], "value": float(vals[i]), "curve": curve, "true": int(labels[i]),
-                "predicted": int(pred[i]), "target": int(target[i]), "correct": bool(pred[i] == labels[i]),
-            })
+            rows.append(
+                {
+                    "dataset": unit["dataset"].name,
+                    "model": unit["model"],
+                    "explainer": expl.name,
+                    "explainer_key": expl.key,
+                    "explainer_params": json.dumps(expl.params, sort_keys=True),
+                    "metric": metric_name,
+                    "metric_key": metric_key,
+                    "output": out_name,
+                    "image_id": int(image_id),
+                    "image": batch.keys[i],
+                    "value": float(vals[i]),
+                    "curve": curve,
+                    "true": int(labels[i]),
+                    "predicted": int(pred[i]),
+                    "target": int(target[i]),
+                    "correct": bool(pred[i] == labels[i]),
+                }
+            )
     return rows
 
 
@@ -104,8 +118,10 @@ def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: b
     prints = {name: src.fingerprint() for name, src in sources.items()}
     prints_path = Path(run_dir) / "datasets.json"
     if prints_path.is_file() and json.loads(prints_path.read_text()) != prints:
-        raise ConfigError(f"{run_dir}: the images of a data set changed since this run started "
-                          f"({json.loads(prints_path.read_text())} -> {prints}); use a new run directory")
+        raise ConfigError(
+            f"{run_dir}: the images of a data set changed since this run started "
+            f"({json.loads(prints_path.read_text())} -> {prints}); use a new run directory"
+        )
     prints_path.write_text(json.dumps(prints, indent=2, sort_keys=True))
     units = plan(cfg, sources)
     todo = [u for u in units if store.status(u["id"]) is None]
@@ -114,10 +130,15 @@ def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: b
         kinds = sources[ds.name].mask_kinds
         for comp, metric in metrics:
             if comp.mask not in kinds and "region" in type(metric).needs:
-                hint = (f"; write them with `vitlens masks {ds.path} --weights PATH`" if comp.mask == "foreground"
-                        else "")
-                warnings.warn(f"dataset {ds.name!r} has no {comp.mask!r} masks (it has {kinds or 'none'}): "
-                              f"metric {comp.key} is not computed on it{hint}", InputWarning, stacklevel=2)
+                hint = (
+                    f"; write them with `vitlens masks {ds.path} --weights PATH`" if comp.mask == "foreground" else ""
+                )
+                warnings.warn(
+                    f"dataset {ds.name!r} has no {comp.mask!r} masks (it has {kinds or 'none'}): "
+                    f"metric {comp.key} is not computed on it{hint}",
+                    InputWarning,
+                    stacklevel=2,
+                )
     models: dict[str, Model] = {}
     explainers: dict[tuple[str, str], Any] = {}
     computed = 0
@@ -137,8 +158,16 @@ def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: b
                     explainers[ek] = e
             explainer = explainers[ek]
             if isinstance(explainer, Exception):
-                store.mark(unit["id"], {"status": "skipped", "reason": str(explainer), "dataset": ds.name,
-                                        "model": unit["model"], "explainer": expl.key})
+                store.mark(
+                    unit["id"],
+                    {
+                        "status": "skipped",
+                        "reason": str(explainer),
+                        "dataset": ds.name,
+                        "model": unit["model"],
+                        "explainer": expl.key,
+                    },
+                )
                 bar.update(1)
                 continue
             batch = sources[ds.name].batch(unit["ids"], cfg.seed, model)
@@ -146,8 +175,9 @@ def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: b
             crops = unit_id(ds.name, unit["model"], "crops", unit["ids"][0], unit["ids"][-1], cfg.seed)
             if not store.has_crops(crops):
                 evidence = masks.get("evidence")
-                store.write_crops(crops, batch.display, unit["ids"], batch.keys,
-                                  None if evidence is None else evidence.numpy())
+                store.write_crops(
+                    crops, batch.display, unit["ids"], batch.keys, None if evidence is None else evidence.numpy()
+                )
             target = None  # the predicted class
             if ds.target == "label":
                 if (batch.labels < 0).any():
@@ -165,9 +195,20 @@ def run_study(cfg: StudyConfig | str | Path, run_dir: str | Path, *, progress: b
                     warnings.simplefilter("ignore")  # NaN scores are recorded as NaN; the report counts them
                     res = metric(model, x, out.maps, target=out.target, masks=region, boxes=boxes)
                 rows += _rows(unit, batch, comp.key, comp.name, res, out, model)
-            store.write_unit(unit["id"], rows, out.maps.cpu().numpy(), unit["ids"],
-                             {"dataset": ds.name, "model": unit["model"], "explainer": expl.key,
-                              "first_image": unit["ids"][0], "n_images": len(unit["ids"]), "crops": crops})
+            store.write_unit(
+                unit["id"],
+                rows,
+                out.maps.cpu().numpy(),
+                unit["ids"],
+                {
+                    "dataset": ds.name,
+                    "model": unit["model"],
+                    "explainer": expl.key,
+                    "first_image": unit["ids"][0],
+                    "n_images": len(unit["ids"]),
+                    "crops": crops,
+                },
+            )
             computed += 1
             bar.update(1)
     statuses = [store.status(u["id"]) or {} for u in units]

@@ -69,8 +69,10 @@ def to_model_input(model: Model, batch: Batch) -> tuple[torch.Tensor, dict[str, 
     masks = {k: torch.from_numpy(v) for k, v in batch.masks.items()}
     if tuple(x.shape[-2:]) != tuple(pre.input_size):
         x = F.interpolate(x, size=pre.input_size, mode="bilinear", align_corners=False)
-        masks = {k: F.interpolate(v[:, None].float(), size=pre.input_size, mode="nearest")[:, 0] > 0.5
-                 for k, v in masks.items()}
+        masks = {
+            k: F.interpolate(v[:, None].float(), size=pre.input_size, mode="nearest")[:, 0] > 0.5
+            for k, v in masks.items()
+        }
     return pre.normalise(x), masks
 
 
@@ -125,9 +127,11 @@ class DiskSource:
         stop = None if spec.n is None else spec.start + spec.n
         self.records = records[spec.start : stop]
         if not self.records:
-            raise DataError(f"dataset {spec.name!r}: no images in split {spec.split!r} of {spec.path} "
-                            f"({ds.layout}; `vitlens data check {spec.path}` shows its splits; "
-                            "`split: all` takes every image)")
+            raise DataError(
+                f"dataset {spec.name!r}: no images in split {spec.split!r} of {spec.path} "
+                f"({ds.layout}; `vitlens data check {spec.path}` shows its splits; "
+                "`split: all` takes every image)"
+            )
         self.classes = list(ds.classes)
         self.foreground_dir = self._foreground_dir()
         kinds = []
@@ -147,8 +151,10 @@ class DiskSource:
 
         path = default_mask_dir(self.dataset.root) if fg == "auto" else Path(fg)
         if fg != "auto" and not path.is_dir():
-            raise DataError(f"dataset {self.spec.name!r}: foreground mask directory {path} does not exist; "
-                            f"write it with `vitlens masks {self.spec.path} --weights PATH --out {path}`")
+            raise DataError(
+                f"dataset {self.spec.name!r}: foreground mask directory {path} does not exist; "
+                f"write it with `vitlens masks {self.spec.path} --weights PATH --out {path}`"
+            )
         return path if path.is_dir() else None
 
     def ids(self) -> list[int]:
@@ -184,8 +190,10 @@ class DiskSource:
 
                 fg = load_foreground(self.foreground_dir, rec.key)
                 if fg is None:
-                    raise DataError(f"no cached foreground mask for {rec.key} in {self.foreground_dir}; "
-                                    f"run `vitlens masks {self.spec.path} --weights PATH` again to complete it")
+                    raise DataError(
+                        f"no cached foreground mask for {rec.key} in {self.foreground_dir}; "
+                        f"run `vitlens masks {self.spec.path} --weights PATH` again to complete it"
+                    )
                 masks["foreground"].append(transform_mask(fg, prep))
             tb = transform_boxes(np.asarray(rec.boxes, dtype=np.float64).reshape(-1, 4), prep)
             tb = tb[(tb >= 0).all(axis=1)]
@@ -194,7 +202,11 @@ class DiskSource:
             else:
                 boxes.append([-1, -1, -1, -1])
         return ModelBatch(
-            list(ids), keys, torch.stack(xs), np.stack(displays), np.array(labels, dtype=np.int64),
+            list(ids),
+            keys,
+            torch.stack(xs),
+            np.stack(displays),
+            np.array(labels, dtype=np.int64),
             {k: torch.from_numpy(np.stack(v)) for k, v in masks.items()},
             torch.tensor(np.array(boxes, dtype=np.int64).reshape(-1, 4)),
         )

@@ -23,8 +23,22 @@ import numpy as np
 from ..files import atomic_write, atomic_write_text
 
 COLUMNS = [
-    "dataset", "model", "explainer", "explainer_key", "explainer_params", "metric", "metric_key", "output",
-    "image_id", "image", "value", "curve", "true", "predicted", "target", "correct",
+    "dataset",
+    "model",
+    "explainer",
+    "explainer_key",
+    "explainer_params",
+    "metric",
+    "metric_key",
+    "output",
+    "image_id",
+    "image",
+    "value",
+    "curve",
+    "true",
+    "predicted",
+    "target",
+    "correct",
 ]
 
 
@@ -48,8 +62,9 @@ class ResultsStore:
         except ValueError:  # a marker is written atomically; a broken one means tampering: redo the unit
             return None
 
-    def write_unit(self, uid: str, rows: list[dict[str, Any]], maps: np.ndarray, image_ids: list[int],
-                   info: dict[str, Any]) -> None:
+    def write_unit(
+        self, uid: str, rows: list[dict[str, Any]], maps: np.ndarray, image_ids: list[int], info: dict[str, Any]
+    ) -> None:
         import pandas as pd
 
         df = pd.DataFrame(rows, columns=COLUMNS)
@@ -66,12 +81,16 @@ class ResultsStore:
     def has_crops(self, crops_id: str) -> bool:
         return (self.root / "crops" / f"{crops_id}.npz").is_file()
 
-    def write_crops(self, crops_id: str, display: np.ndarray, image_ids: list[int], keys: list[str],
-                    evidence: np.ndarray | None) -> None:
+    def write_crops(
+        self, crops_id: str, display: np.ndarray, image_ids: list[int], keys: list[str], evidence: np.ndarray | None
+    ) -> None:
         """The model-input crops of one batch (uint8 ``[B, H, W, 3]``), their ids and names, and the evidence
         mask on the model grid (bool ``[B, H, W]``) when the data set has one."""
-        arrays = {"display": np.ascontiguousarray(display, dtype=np.uint8), "image_ids": np.array(image_ids),
-                  "keys": np.array(keys, dtype=str)}
+        arrays = {
+            "display": np.ascontiguousarray(display, dtype=np.uint8),
+            "image_ids": np.array(image_ids),
+            "keys": np.array(keys, dtype=str),
+        }
         if evidence is not None:
             arrays["evidence"] = np.asarray(evidence, dtype=bool)
         atomic_write(self.root / "crops" / f"{crops_id}.npz", lambda f: np.savez_compressed(f, **arrays))

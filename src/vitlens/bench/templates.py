@@ -22,29 +22,45 @@ from ..errors import ExplainerError, VitlensError
 
 # layout -> (classes to score: None = all, labels policy, note for the header)
 TEMPLATES: dict[str, dict] = {
-    "busi": {"classes": ["benign", "malignant"],
-             "note": "BUSI breast ultrasound: lesion masks (Barekatain & Glocker 2025; Das & Huddar 2025)"},
+    "busi": {
+        "classes": ["benign", "malignant"],
+        "note": "BUSI breast ultrasound: lesion masks (Barekatain & Glocker 2025; Das & Huddar 2025)",
+    },
     "kvasir": {"classes": None, "note": "Kvasir-SEG polyps: masks and boxes (arXiv:2503.09535)"},
     "pbc": {"classes": None, "note": "peripheral blood cells, class folders without masks (Barekatain & Glocker 2025)"},
-    "voc": {"classes": None, "labels": "ignore", "split": "val",
-            "note": "Pascal VOC: segmentation masks and boxes, scored with ImageNet models (Coporan 2025)"},
+    "voc": {
+        "classes": None,
+        "labels": "ignore",
+        "split": "val",
+        "note": "Pascal VOC: segmentation masks and boxes, scored with ImageNet models (Coporan 2025)",
+    },
     "coco": {"classes": None, "labels": "ignore", "note": "COCO instances: masks and boxes"},
     "csv": {"classes": None, "note": "a CSV manifest"},
     "folders": {"classes": None, "note": "class folders"},
 }
 DEFAULT_MODELS = ["models/vit_b16_random", "models/vit_b16_supervised", "models/vit_b16_dino", "models/vit_b16_mae"]
 REGION_METRICS = [
-    "pointing_game", "energy_pointing_game", "{name: iou_top_k, params: {k: 5}}", "otsu_segmentation",
-    "mean_threshold_segmentation", "relevance_mass", "relevance_rank", "faf_baf",
+    "pointing_game",
+    "energy_pointing_game",
+    "{name: iou_top_k, params: {k: 5}}",
+    "otsu_segmentation",
+    "mean_threshold_segmentation",
+    "relevance_mass",
+    "relevance_rank",
+    "faf_baf",
 ]
 BOX_METRICS = ["{name: pointing_game, mask: box}", "{name: iou_top_k, params: {k: 5}, mask: box}"]
 MODEL_METRICS = [
-    "{name: deletion, params: {steps: 28}}", "{name: insertion, params: {steps: 28}}",
-    "{name: perturbation, params: {order: positive}}", "{name: perturbation, params: {order: negative}}",
+    "{name: deletion, params: {steps: 28}}",
+    "{name: insertion, params: {steps: 28}}",
+    "{name: perturbation, params: {order: positive}}",
+    "{name: perturbation, params: {order: negative}}",
     "sparseness",
 ]
-EXTRA_EXPLAINERS = ["{name: rollout, params: {head_fusion: max, discard_ratio: 0.9}}",
-                    "{name: rollout, params: {head_fusion: min}}"]
+EXTRA_EXPLAINERS = [
+    "{name: rollout, params: {head_fusion: max, discard_ratio: 0.9}}",
+    "{name: rollout, params: {head_fusion: min}}",
+]
 
 
 def _load(models: list[str], seed: int) -> list | None:
@@ -90,8 +106,9 @@ def _applicability(loaded: list) -> dict[str, str]:
     return out
 
 
-def init_config(layout: str, data_dir: str | Path, models: list[str] | None = None, *, name: str | None = None,
-                seed: int = 0) -> str:
+def init_config(
+    layout: str, data_dir: str | Path, models: list[str] | None = None, *, name: str | None = None, seed: int = 0
+) -> str:
     """The YAML text of a study config for ``data_dir`` read as ``layout``."""
     from ..data.foreground import default_mask_dir
     from ..data.layouts import open_dataset
@@ -126,8 +143,9 @@ def init_config(layout: str, data_dir: str | Path, models: list[str] | None = No
         "            # the layout's split, else vitlens' seeded 80/10/10 split; `all` for every image",
     ]
     if classes:
-        lines.append(f"    classes: [{', '.join(classes)}]   # only images with a finding are scored "
-                     "(arXiv:2503.09535)")
+        lines.append(
+            f"    classes: [{', '.join(classes)}]   # only images with a finding are scored (arXiv:2503.09535)"
+        )
     if tpl.get("labels"):
         lines.append(f"    labels: {tpl['labels']}            # the models' classes are not the data set's")
     lines.append("    models:")

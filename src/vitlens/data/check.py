@@ -98,8 +98,13 @@ def check_dataset(path: str | Path, layout: str = "auto", *, progress: bool = Fa
                 else:
                     if not m.any() and rec.label not in normal:
                         cls = ds.classes[rec.label] if rec.label is not None else "no label"
-                        problems.append(Problem("warning", where, f"empty mask ({rec.mask.describe()}) for class "
-                                                f"{cls!r}, which is not a normal class"))
+                        problems.append(
+                            Problem(
+                                "warning",
+                                where,
+                                f"empty mask ({rec.mask.describe()}) for class {cls!r}, which is not a normal class",
+                            )
+                        )
         for box in rec.boxes:
             problems += [Problem(sev, where, msg) for sev, msg in _box_problems(box, size)]
 
@@ -111,8 +116,13 @@ def check_dataset(path: str | Path, layout: str = "auto", *, progress: bool = Fa
         if n == 0:
             problems.append(Problem("warning", f"class {name!r}", "no images (an empty class)"))
         elif n < MIN_CLASS_SIZE:
-            problems.append(Problem("warning", f"class {name!r}", f"only {n} image(s); fewer than "
-                                    f"{MIN_CLASS_SIZE} cannot be split into train, val and test"))
+            problems.append(
+                Problem(
+                    "warning",
+                    f"class {name!r}",
+                    f"only {n} image(s); fewer than {MIN_CLASS_SIZE} cannot be split into train, val and test",
+                )
+            )
     splits: dict[str, int] = {}
     for rec in ds.records:
         if rec.split is not None:
@@ -148,8 +158,11 @@ def format_summary(summary: dict) -> str:
     if summary["split_complete"]:
         lines.append("split: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["splits"].items())))
     elif summary["splits"]:
-        lines.append("split: only some images have one (" + ", ".join(f"{k} {v}" for k, v in
-                     sorted(summary["splits"].items())) + "); a seeded 80/10/10 split per class is used")
+        lines.append(
+            "split: only some images have one ("
+            + ", ".join(f"{k} {v}" for k, v in sorted(summary["splits"].items()))
+            + "); a seeded 80/10/10 split per class is used"
+        )
     else:
         lines.append("split: none in the layout; a seeded 80/10/10 split per class is used")
     lines += [f"note: {note}" for note in summary["notes"]]

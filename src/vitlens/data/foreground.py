@@ -126,7 +126,11 @@ def build_maskrcnn(
     except ModelError as e:
         raise ModelError(f"{e}. {_weights_hint(arch)}") from e
     model = builder(
-        weights=None, weights_backbone=None, num_classes=91, min_size=min_size, max_size=max_size,
+        weights=None,
+        weights_backbone=None,
+        num_classes=91,
+        min_size=min_size,
+        max_size=max_size,
         box_score_thresh=box_score_thresh,
     )
     try:
@@ -177,8 +181,10 @@ def read_index(cache_dir: str | Path) -> dict | None:
         if not isinstance(index, dict) or not isinstance(index.get("images"), dict):
             raise ValueError("no 'images' object")
     except (OSError, ValueError) as e:
-        raise DataError(f"mask index {path}: cannot be read ({type(e).__name__}: {e}); delete the directory "
-                        "or rerun `vitlens masks` with --overwrite") from e
+        raise DataError(
+            f"mask index {path}: cannot be read ({type(e).__name__}: {e}); delete the directory "
+            "or rerun `vitlens masks` with --overwrite"
+        ) from e
     _INDEX_CACHE[path] = (stamp, index)
     return index
 
@@ -240,7 +246,8 @@ def _coco_names(names: Iterable[str], categories: Sequence[str], what: str) -> l
         if n not in valid:
             close = difflib.get_close_matches(n, valid, n=3)
             raise InputError(
-                f"{what}: {n!r} is not a COCO category" + (f" (did you mean {', '.join(close)}?)" if close else "")
+                f"{what}: {n!r} is not a COCO category"
+                + (f" (did you mean {', '.join(close)}?)" if close else "")
                 + f"; valid: {', '.join(valid)}"
             )
         if n not in out:
@@ -257,9 +264,7 @@ def parse_classes(classes: str | Sequence[str] | None, arch: str = DEFAULT_ARCH)
     return out or None
 
 
-def _resolve_class_map(
-    class_map: str | Path | Mapping[str | int, Any], model: Any, arch: str
-) -> dict[int, list[str]]:
+def _resolve_class_map(class_map: str | Path | Mapping[str | int, Any], model: Any, arch: str) -> dict[int, list[str]]:
     """Keys (a model class name, or an index) -> model class index; values -> sorted COCO names."""
     source = "class map"
     if isinstance(class_map, (str, Path)):
@@ -288,16 +293,19 @@ def _resolve_class_map(
                 idx = int(k)
             except ValueError:
                 if synonyms:
-                    raise InputError(f"{source}: {k!r} names several classes of model {model.name!r} "
-                                     f"({', '.join(repr(names[i]) for i in synonyms)}); use the full name") from None
+                    raise InputError(
+                        f"{source}: {k!r} names several classes of model {model.name!r} "
+                        f"({', '.join(repr(names[i]) for i in synonyms)}); use the full name"
+                    ) from None
                 close = difflib.get_close_matches(k, names, n=3)
                 raise InputError(
                     f"{source}: {k!r} is neither a class name of model {model.name!r} nor a class index"
                     + (f" (did you mean {'; '.join(close)}?)" if close else "")
                 ) from None
         if not 0 <= idx < model.num_classes:
-            raise InputError(f"{source}: class index {idx} is out of range for model {model.name!r} "
-                             f"(0..{model.num_classes - 1})")
+            raise InputError(
+                f"{source}: class index {idx} is out of range for model {model.name!r} (0..{model.num_classes - 1})"
+            )
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)):
@@ -322,8 +330,14 @@ class MaskRun:
 
 
 def _settings(
-    weights_sha: str, arch: str, threshold: float, classes: list[str] | None, min_size: int, max_size: int,
-    model_info: dict | None, class_map: dict[int, list[str]] | None,
+    weights_sha: str,
+    arch: str,
+    threshold: float,
+    classes: list[str] | None,
+    min_size: int,
+    max_size: int,
+    model_info: dict | None,
+    class_map: dict[int, list[str]] | None,
 ) -> dict:
     return {
         "detector": "torchvision Mask R-CNN",
@@ -503,9 +517,12 @@ def run_masks(
         index: dict[str, Any] = {
             "format": INDEX_FORMAT,
             "settings": settings,
-            "info": {"torchvision": torchvision.__version__, "weights_file": str(weights_path.resolve()),
-                     "weights_are_torchvision_release": weights_sha.startswith(official),
-                     "mask_png": "8-bit, 255 = foreground, 0 = background, the image's original size"},
+            "info": {
+                "torchvision": torchvision.__version__,
+                "weights_file": str(weights_path.resolve()),
+                "weights_are_torchvision_release": weights_sha.startswith(official),
+                "mask_png": "8-bit, 255 = foreground, 0 = background, the image's original size",
+            },
             "images": {},
         }
     else:
@@ -521,15 +538,20 @@ def run_masks(
             todo.append(r)
 
     def save_index() -> None:
-        index["last_run"] = {"total": run.total, "computed": run.computed, "reused": run.reused,
-                             "failed": len(run.failed)}
+        index["last_run"] = {
+            "total": run.total,
+            "computed": run.computed,
+            "reused": run.reused,
+            "failed": len(run.failed),
+        }
         atomic_write_bytes(cache / INDEX_NAME, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode())
 
     detector = None
     if todo:  # build (and check) the detector before touching the cache
         eps_thresh = float(np.nextafter(np.float32(threshold), np.float32(-1.0)))  # torchvision keeps score > it
-        detector = build_maskrcnn(weights_path, arch=arch, min_size=min_size, max_size=max_size,
-                                  box_score_thresh=eps_thresh).to(dev)
+        detector = build_maskrcnn(
+            weights_path, arch=arch, min_size=min_size, max_size=max_size, box_score_thresh=eps_thresh
+        ).to(dev)
     if replace and old is not None:
         for key in old.get("images", {}):
             with contextlib.suppress(OSError, DataError):
@@ -586,8 +608,11 @@ def run_masks(
                         f"{first}); try a smaller --batch-size or --max-size, or --device cpu"
                     ) from e
                 for ((r, stat, digest), img), out, pred in zip(group, outputs, predicted, strict=True):
-                    entry: dict[str, Any] = {"size": [img.width, img.height], "image_stat": stat,
-                                             "image_sha256": digest}
+                    entry: dict[str, Any] = {
+                        "size": [img.width, img.height],
+                        "image_stat": stat,
+                        "image_sha256": digest,
+                    }
                     allowed = allowed_all
                     if cmap is not None:
                         assert pred is not None and classifier is not None
@@ -599,11 +624,11 @@ def run_masks(
                     if allowed is not None:
                         keep &= torch.isin(labels, torch.tensor(allowed, dtype=labels.dtype, device=labels.device))
                     fg = (masks[keep, 0] > MASK_THRESHOLD).any(dim=0) if bool(keep.any()) else None
-                    mask = (fg.cpu().numpy() if fg is not None
-                            else np.zeros((img.height, img.width), dtype=bool))
+                    mask = fg.cpu().numpy() if fg is not None else np.zeros((img.height, img.width), dtype=bool)
                     if mask.shape != (img.height, img.width):  # torchvision pastes at the input size
-                        raise ModelError(f"Mask R-CNN returned a {mask.shape} mask for a {img.height}x{img.width} "
-                                         f"image {r.image}")
+                        raise ModelError(
+                            f"Mask R-CNN returned a {mask.shape} mask for a {img.height}x{img.width} image {r.image}"
+                        )
                     atomic_write_bytes(foreground_mask_path(cache, r.key), _png_bytes(mask))
                     entry.update(
                         instances=int(keep.sum()),
@@ -620,6 +645,7 @@ def run_masks(
         finally:
             save_index()
     if run.failed:
-        warnings.warn(f"{len(run.failed)} image(s) could not be read and have no mask (see {cache / INDEX_NAME})",
-                      stacklevel=2)
+        warnings.warn(
+            f"{len(run.failed)} image(s) could not be read and have no mask (see {cache / INDEX_NAME})", stacklevel=2
+        )
     return run

@@ -62,12 +62,15 @@ def transform_boxes(boxes: np.ndarray, prep: PreparedImage) -> np.ndarray:
         raise InputError("boxes contain NaN or infinite coordinates")
     sy, sx = _crop_sources(prep)
     cx, cy = sx + 0.5, sy + 0.5  # centres, in original pixels, of the pixels each crop column/row comes from
-    out = np.stack([
-        np.searchsorted(cx, b[:, 0], side="left"),
-        np.searchsorted(cy, b[:, 1], side="left"),
-        np.searchsorted(cx, b[:, 2], side="left"),
-        np.searchsorted(cy, b[:, 3], side="left"),
-    ], axis=1).astype(np.int64)
+    out = np.stack(
+        [
+            np.searchsorted(cx, b[:, 0], side="left"),
+            np.searchsorted(cy, b[:, 1], side="left"),
+            np.searchsorted(cx, b[:, 2], side="left"),
+            np.searchsorted(cy, b[:, 3], side="left"),
+        ],
+        axis=1,
+    ).astype(np.int64)
     empty = (out[:, 2] <= out[:, 0]) | (out[:, 3] <= out[:, 1])
     out[empty] = -1
     return out

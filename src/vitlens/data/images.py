@@ -125,8 +125,15 @@ def _read_pil(p: Path) -> tuple[Image.Image, dict[str, Any]]:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         raise InputError(f"image {p}: cannot be read as an image ({type(e).__name__}: {e})") from e
     info = {
-        "format": fmt, "mode": mode, "bits": _MODE_BITS.get(mode, 8), "photometric": None, "window": window,
-        "frames": frames, "inverted": False, "orientation": orientation, "size": list(rgb.size),
+        "format": fmt,
+        "mode": mode,
+        "bits": _MODE_BITS.get(mode, 8),
+        "photometric": None,
+        "window": window,
+        "frames": frames,
+        "inverted": False,
+        "orientation": orientation,
+        "size": list(rgb.size),
     }
     return rgb, info
 
@@ -173,8 +180,9 @@ def _first_line(e: BaseException) -> str:
 def dicom_frame_size(ds, name: str) -> tuple[int, int]:
     """(W, H) of a frame from *Rows*/*Columns*; :class:`InputError` if the data set holds no image."""
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise InputError(f"{name}: the DICOM file has no pixel data (truncated, or not an image: a report, a "
-                         "structured document?)")
+        raise InputError(
+            f"{name}: the DICOM file has no pixel data (truncated, or not an image: a report, a structured document?)"
+        )
     try:
         h, w = int(ds.Rows), int(ds.Columns)
     except (AttributeError, TypeError, ValueError) as e:
@@ -241,8 +249,13 @@ def _apply_voi(values: np.ndarray, ds, name: str) -> tuple[np.ndarray, dict[str,
             values = np.rint(values).astype(np.int64)
         out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
         lo, hi = 0.0, float(2**bits - 1)  # PS3.3 C.11.2.1.1: LUT entries have `bits` bits
-        info = {"kind": "voi-lut", "entries": n or 65536, "first_mapped": first, "bits": bits,
-                "explanation": str(item.get("LUTExplanation", "")) or None}
+        info = {
+            "kind": "voi-lut",
+            "entries": n or 65536,
+            "first_mapped": first,
+            "bits": bits,
+            "explanation": str(item.get("LUTExplanation", "")) or None,
+        }
         return linear_to_uint8(out, lo, hi), info
     if source == "window":
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
@@ -252,13 +265,20 @@ def _apply_voi(values: np.ndarray, ds, name: str) -> tuple[np.ndarray, dict[str,
                 # the output range pydicom scales to ([y_min, y_max] of the stored or rescaled values): probe it
                 lo, hi = (float(v) for v in apply_voi_lut(np.array([-1e300, 1e300]), ds, index=0, prefer_lut=True))
         except ValueError as e:  # width < 1 for LINEAR, width <= 0, unknown function: fall back, loudly
-            warnings.warn(f"{name}: the DICOM window cannot be applied ({_first_line(e)}); using the percentile "
-                          "window instead", InputWarning, stacklevel=4)
+            warnings.warn(
+                f"{name}: the DICOM window cannot be applied ({_first_line(e)}); using the percentile window instead",
+                InputWarning,
+                stacklevel=4,
+            )
         else:
             expl = ds.get("WindowCenterWidthExplanation")
-            info = {"kind": "dicom-window", "center": float(_first(ds.WindowCenter)),
-                    "width": float(_first(ds.WindowWidth)), "function": function,
-                    "explanation": str(_first(expl)) if expl else None}
+            info = {
+                "kind": "dicom-window",
+                "center": float(_first(ds.WindowCenter)),
+                "width": float(_first(ds.WindowWidth)),
+                "function": function,
+                "explanation": str(_first(expl)) if expl else None,
+            }
             return linear_to_uint8(out, lo, hi), info
     lo, hi = percentile_window(values)
     return linear_to_uint8(values, lo, hi), _percentile_info(lo, hi)
@@ -313,9 +333,18 @@ def dicom_to_rgb(ds, name: str, *, max_pixels: int = MAX_PIXELS) -> tuple[Image.
         bits_stored = int(ds.get("BitsStored", props.get("bits_stored", 8)) or 8)
         signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
         info: dict[str, Any] = {
-            "format": "DICOM", "mode": photometric, "bits": bits_stored, "photometric": photometric,
-            "signed": signed, "rescale": None, "window": None, "frames": frames, "inverted": False,
-            "size": [w, h], "transfer_syntax": ts.name, "modality": str(ds.get("Modality", "")) or None,
+            "format": "DICOM",
+            "mode": photometric,
+            "bits": bits_stored,
+            "photometric": photometric,
+            "signed": signed,
+            "rescale": None,
+            "window": None,
+            "frames": frames,
+            "inverted": False,
+            "size": [w, h],
+            "transfer_syntax": ts.name,
+            "modality": str(ds.get("Modality", "")) or None,
         }
         if photometric in ("MONOCHROME1", "MONOCHROME2"):
             if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -341,8 +370,10 @@ def dicom_to_rgb(ds, name: str, *, max_pixels: int = MAX_PIXELS) -> tuple[Image.
                 arr = linear_to_uint8(arr, 0.0, float(2**bits_stored - 1))
             rgb = convert_color_space(arr, photometric, "RGB") if photometric != "RGB" else arr
         else:
-            raise InputError(f"{name}: photometric interpretation {photometric or '(missing)'} is not supported "
-                             "(MONOCHROME1/2, RGB, YBR_FULL, YBR_FULL_422, PALETTE COLOR are)")
+            raise InputError(
+                f"{name}: photometric interpretation {photometric or '(missing)'} is not supported "
+                "(MONOCHROME1/2, RGB, YBR_FULL, YBR_FULL_422, PALETTE COLOR are)"
+            )
         if rgb.shape != (h, w, 3):
             raise InputError(f"{name}: decoded pixel data has shape {rgb.shape}, expected ({h}, {w}, 3)")
         return Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)), info

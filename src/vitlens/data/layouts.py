@@ -83,9 +83,7 @@ def detect_layout(path: str | Path) -> str:
     for name, detect in sorted(DETECTORS, key=lambda d: d[0] == "folders"):
         if detect(root):
             return name
-    raise DataError(
-        f"data directory {root}: layout not recognised; pass layout= one of {', '.join(sorted(LAYOUTS))}"
-    )
+    raise DataError(f"data directory {root}: layout not recognised; pass layout= one of {', '.join(sorted(LAYOUTS))}")
 
 
 def open_dataset(path: str | Path, layout: str = "auto", *, strict: bool = True, **options) -> Dataset:
@@ -103,8 +101,10 @@ def open_dataset(path: str | Path, layout: str = "auto", *, strict: bool = True,
     if layout not in LAYOUTS:
         raise DataError(f"unknown data layout {layout!r}; available: {', '.join(sorted(LAYOUTS))}")
     if root.is_file() and layout not in FILE_LAYOUTS:
-        raise DataError(f"data set {root}: a file, but layout {layout!r} reads a directory "
-                        f"(a file can be read by: {', '.join(sorted(FILE_LAYOUTS))})")
+        raise DataError(
+            f"data set {root}: a file, but layout {layout!r} reads a directory "
+            f"(a file can be read by: {', '.join(sorted(FILE_LAYOUTS))})"
+        )
     reader = LAYOUTS[layout]
     try:
         inspect.signature(reader).bind(root, **options)

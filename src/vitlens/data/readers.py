@@ -48,9 +48,14 @@ __all__ = ["VOC_CLASSES", "CocoMask"]
 Box = tuple[float, float, float, float]
 
 _SPLIT_NAMES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val",
-    "test": "test", "testing": "test",
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
 }
 
 
@@ -58,8 +63,9 @@ def _flat_images(folder: Path) -> list[Path]:
     """Image files directly in ``folder`` (sorted, hidden files skipped)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+    )
 
 
 def _split_name(value: str) -> str | None:
@@ -162,8 +168,9 @@ def read_csv(root: Path, classes: list[str] | str | None = None, mask_column: st
     if not found:
         raise DataError(f"{root}: no CSV manifest (a .csv with a 'path' column, e.g. manifest.csv)")
     if len(found) > 1:
-        raise DataError(f"{root}: several CSV manifests ({', '.join(p.name for p in found)}); "
-                        "pass the one to read as the path")
+        raise DataError(
+            f"{root}: several CSV manifests ({', '.join(p.name for p in found)}); pass the one to read as the path"
+        )
     manifest = found[0]
     base = manifest.parent
     problems: list[Problem] = []
@@ -201,8 +208,11 @@ def read_csv(root: Path, classes: list[str] | str | None = None, mask_column: st
             continue
         image = Path(path_text)
         image = image if image.is_absolute() else base / image
-        masks = tuple((base / m.strip()) if not Path(m.strip()).is_absolute() else Path(m.strip())
-                      for m in cell(row, mask_col).split(";") if m.strip())
+        masks = tuple(
+            (base / m.strip()) if not Path(m.strip()).is_absolute() else Path(m.strip())
+            for m in cell(row, mask_col).split(";")
+            if m.strip()
+        )
         boxes: list[Box] = []
         if box_cols:
             values = [cell(row, c) for c in box_cols]
@@ -232,10 +242,16 @@ def read_csv(root: Path, classes: list[str] | str | None = None, mask_column: st
     records = []
     for where, image, label_text, name, masks, boxes, split in parsed:
         label = resolve(where, label_text, name)
-        records.append(Record(
-            key=rel_key(base, image), image=image.resolve(), label=label, boxes=boxes,
-            mask=FileMask(tuple(m.resolve() for m in masks)) if masks else None, split=split,
-        ))
+        records.append(
+            Record(
+                key=rel_key(base, image),
+                image=image.resolve(),
+                label=label,
+                boxes=boxes,
+                mask=FileMask(tuple(m.resolve() for m in masks)) if masks else None,
+                split=split,
+            )
+        )
     return Dataset(base, "csv", class_list, records, info={"problems": problems, "notes": notes})
 
 
@@ -254,8 +270,13 @@ def _csv_classes(classes, parsed, problems):
         for where, lab, name in labels:
             i = _as_int(lab) if lab else None
             if i is not None and i >= 0 and name and names.setdefault(i, name) != name:
-                problems.append(Problem("error", where, f"label {lab} is class {names[i]!r} in an earlier row "
-                                        f"but class_name {name!r} here"))
+                problems.append(
+                    Problem(
+                        "error",
+                        where,
+                        f"label {lab} is class {names[i]!r} in an earlier row but class_name {name!r} here",
+                    )
+                )
         class_list = [names.get(i, str(i)) for i in range(max(n, 0))]
     else:
         index_mode = False
@@ -272,12 +293,16 @@ def _csv_classes(classes, parsed, problems):
             idx = as_int
         else:
             valid = f"0..{len(class_list) - 1} or " if classes is not None else ""
-            problems.append(Problem("error", where, f"unknown label {text!r}; valid: {valid}"
-                                    f"{', '.join(class_list) or 'no classes'}"))
+            problems.append(
+                Problem(
+                    "error", where, f"unknown label {text!r}; valid: {valid}{', '.join(class_list) or 'no classes'}"
+                )
+            )
             return None
         if lab and name and class_list[idx] != name and not index_mode:  # index mode checked it above
-            problems.append(Problem("error", where, f"label {lab!r} is class {class_list[idx]!r} but "
-                                    f"class_name says {name!r}"))
+            problems.append(
+                Problem("error", where, f"label {lab!r} is class {class_list[idx]!r} but class_name says {name!r}")
+            )
         return idx
 
     return class_list, resolve
@@ -299,7 +324,8 @@ def _coco_like(path: Path) -> bool:
             with path.open("rb") as fh:
                 data = json.load(fh)
             return isinstance(data, dict) and all(
-                isinstance(data.get(k), list) for k in ("images", "annotations", "categories"))
+                isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+            )
         with path.open("rb") as fh:
             head = fh.read(_COCO_SNIFF)
             fh.seek(max(0, size - _COCO_SNIFF))
@@ -313,8 +339,13 @@ def _coco_like(path: Path) -> bool:
 def _coco_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root] if _coco_like(root) else []
-    found = [p for folder in (root, root / "annotations") if folder.is_dir()
-             for p in sorted(folder.glob("*.json")) if _coco_like(p)]
+    found = [
+        p
+        for folder in (root, root / "annotations")
+        if folder.is_dir()
+        for p in sorted(folder.glob("*.json"))
+        if _coco_like(p)
+    ]
     instances = [p for p in found if p.name.startswith("instances")]
     return instances or found
 
@@ -389,16 +420,28 @@ def _coco_image_dir(images_opt, json_path: Path, root: Path, names: list[str]) -
             raise DataError(f"COCO images= {d}: no such directory")
         return d
     stem = json_path.stem.removeprefix("instances_")
-    cands = [json_path.parent, root, root / "images", json_path.parent / "images", root / stem,
-             root / "images" / stem, json_path.parent.parent / stem]
+    cands = [
+        json_path.parent,
+        root,
+        root / "images",
+        json_path.parent / "images",
+        root / stem,
+        root / "images" / stem,
+        json_path.parent.parent / stem,
+    ]
     sample = names[:50]
     best = max(cands, key=lambda d: (sum((d / n).is_file() for n in sample), -cands.index(d)))
     return best
 
 
 @register_layout("coco", detect=_detect_coco)
-def read_coco(root: Path, annotations: str | Path | None = None, images: str | Path | None = None,
-              keep_unannotated: bool = False, crowd: bool = True) -> Dataset:
+def read_coco(
+    root: Path,
+    annotations: str | Path | None = None,
+    images: str | Path | None = None,
+    keep_unannotated: bool = False,
+    crowd: bool = True,
+) -> Dataset:
     """COCO instances JSON (Lin et al. 2014) and its image folder.
 
     ``root`` is the JSON file itself or a directory with one COCO JSON at its top or in ``annotations/``
@@ -425,22 +468,26 @@ def read_coco(root: Path, annotations: str | Path | None = None, images: str | P
         if not files:
             raise DataError(f"{root}: no COCO JSON (with images, annotations, categories) here or in annotations/")
         if len(files) > 1:
-            raise DataError(f"{root}: several COCO annotation files ({', '.join(p.name for p in files)}); pass "
-                            f"the one to read as the path (e.g. {files[0]}) or annotations=")
+            raise DataError(
+                f"{root}: several COCO annotation files ({', '.join(p.name for p in files)}); pass "
+                f"the one to read as the path (e.g. {files[0]}) or annotations="
+            )
         json_path = files[0]
     try:
         with json_path.open("rb") as fh:
             data = json.load(fh)
     except (OSError, ValueError) as e:
         raise DataError(f"COCO file {json_path}: cannot be read as JSON ({type(e).__name__}: {e})") from e
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
-                                             for k in ("images", "annotations", "categories")):
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+    ):
         raise DataError(f"COCO file {json_path}: needs the lists 'images', 'annotations' and 'categories'")
     jname = json_path.name
     problems: list[Problem] = []
 
-    cats = sorted((c for c in data["categories"] if isinstance(c, dict) and "id" in c and "name" in c),
-                  key=lambda c: c["id"])
+    cats = sorted(
+        (c for c in data["categories"] if isinstance(c, dict) and "id" in c and "name" in c), key=lambda c: c["id"]
+    )
     if len(cats) != len(data["categories"]):
         problems.append(Problem("error", jname, "a category without 'id' or 'name'"))
     classes = [str(c["name"]) for c in cats]
@@ -462,8 +509,11 @@ def read_coco(root: Path, annotations: str | Path | None = None, images: str | P
         if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
             problems.append(Problem("error", where, "needs image_id and category_id"))
         elif ann["image_id"] not in table:
-            problems.append(Problem("error", where, f"points to image id {ann['image_id']}, which is not in "
-                                    "'images' (a missing image)"))
+            problems.append(
+                Problem(
+                    "error", where, f"points to image id {ann['image_id']}, which is not in 'images' (a missing image)"
+                )
+            )
         elif ann["category_id"] not in cat_index:
             problems.append(Problem("error", where, f"category_id {ann['category_id']} is not in 'categories'"))
         else:
@@ -509,8 +559,9 @@ def read_coco(root: Path, annotations: str | Path | None = None, images: str | P
         if segs:
             ids = [a.get("id") for a in mine if a.get("segmentation")]
             mask = CocoMask(segs, int(im["height"]), int(im["width"]), f"{jname}, image {iid}, annotations {ids}")
-        records.append(Record(key=rel_key(root, path), image=path.resolve(), label=label, boxes=tuple(boxes),
-                              mask=mask))
+        records.append(
+            Record(key=rel_key(root, path), image=path.resolve(), label=label, boxes=tuple(boxes), mask=mask)
+        )
     records.sort(key=lambda r: r.key)
     notes = [f"annotations {json_path}", f"images from {image_dir}"]
     if skipped:
@@ -520,8 +571,26 @@ def read_coco(root: Path, annotations: str | Path | None = None, images: str | P
 
 # ============================================================================================== VOC
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 VOC_BORDER = 255
 
@@ -535,8 +604,13 @@ def _voc_dirs(root: Path) -> list[Path]:
         return []
     if _is_voc_dir(root):
         return [root]
-    return [d for base in (root, root / "VOCdevkit") if base.is_dir()
-            for d in sorted(base.glob("VOC*")) if d.is_dir() and _is_voc_dir(d)]
+    return [
+        d
+        for base in (root, root / "VOCdevkit")
+        if base.is_dir()
+        for d in sorted(base.glob("VOC*"))
+        if d.is_dir() and _is_voc_dir(d)
+    ]
 
 
 def _read_split_lists(folder: Path) -> dict[str, str]:
@@ -624,8 +698,9 @@ def read_voc(root: Path, year: int | str | None = None, images: str = "auto", di
                 problems.append(Problem("error", rel_key(root, xml), f"annotation cannot be read ({e})"))
         for name, _, _ in objects:
             if name not in VOC_CLASSES:
-                problems.append(Problem("warning", rel_key(root, xml), f"object class {name!r} is not a VOC class; "
-                                        "ignored"))
+                problems.append(
+                    Problem("warning", rel_key(root, xml), f"object class {name!r} is not a VOC class; ignored")
+                )
         objects = [o for o in objects if o[0] in VOC_CLASSES]
         label, png = None, seg_pngs.get(stem)
         if png is not None:
@@ -645,13 +720,17 @@ def read_voc(root: Path, year: int | str | None = None, images: str = "auto", di
             for name, (x0, y0, x1, y1), _ in usable:
                 area[VOC_CLASSES.index(name)] += max(0.0, x1 - x0) * max(0.0, y1 - y0)
             label = int(area.argmax())
-        boxes = () if label is None else tuple(
-            b for name, b, diff in objects if name == VOC_CLASSES[label] and (difficult or not diff))
+        boxes = (
+            ()
+            if label is None
+            else tuple(b for name, b, diff in objects if name == VOC_CLASSES[label] and (difficult or not diff))
+        )
         mask = None
         if png is not None and label is not None:
             mask = FileMask((png.resolve(),), values=(label + 1,), ignore=(VOC_BORDER,))
-        records.append(Record(key=key, image=jpg.resolve(), label=label, boxes=boxes, mask=mask,
-                              split=splits.get(stem)))
+        records.append(
+            Record(key=key, image=jpg.resolve(), label=label, boxes=boxes, mask=mask, split=splits.get(stem))
+        )
     return Dataset(root, "voc", list(VOC_CLASSES), records, info={"problems": problems, "notes": notes})
 
 
@@ -692,8 +771,14 @@ def read_busi(root: Path) -> Dataset:
             found = masks.pop(img.stem, [])
             if not found:
                 problems.append(Problem("warning", rel_key(root, img), f"no mask file ({img.stem}_mask.png)"))
-            records.append(Record(key=rel_key(root, img), image=img.resolve(), label=label,
-                                  mask=FileMask(tuple(p.resolve() for p in found)) if found else None))
+            records.append(
+                Record(
+                    key=rel_key(root, img),
+                    image=img.resolve(),
+                    label=label,
+                    mask=FileMask(tuple(p.resolve() for p in found)) if found else None,
+                )
+            )
         for stem, files in masks.items():
             for f in files:
                 problems.append(Problem("warning", rel_key(root, f), f"mask of no image ({stem}.png is missing)"))
@@ -746,8 +831,15 @@ def read_kvasir(root: Path, bboxes: str | Path | None = None) -> Dataset:
                     boxes.append(tuple(float(b[k]) for k in ("xmin", "ymin", "xmax", "ymax")))
             except (AttributeError, KeyError, TypeError, ValueError):
                 problems.append(Problem("error", f"{box_path.name}: {img.stem}", f"bad bbox entry {entry!r}"))
-        records.append(Record(key=rel_key(root, img), image=img.resolve(), label=0, boxes=tuple(boxes),
-                              mask=FileMask((mask.resolve(),)) if mask is not None else None))
+        records.append(
+            Record(
+                key=rel_key(root, img),
+                image=img.resolve(),
+                label=0,
+                boxes=tuple(boxes),
+                mask=FileMask((mask.resolve(),)) if mask is not None else None,
+            )
+        )
     for stem, f in mask_files.items():
         problems.append(Problem("warning", rel_key(root, f), f"mask of no image (images/{stem}.* is missing)"))
     for stem in box_data:

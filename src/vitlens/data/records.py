@@ -145,8 +145,10 @@ class Dataset:
 def image_files(folder: Path) -> list[Path]:
     """Image files below ``folder`` (recursive, sorted, hidden files and folders skipped)."""
     return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTS
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 

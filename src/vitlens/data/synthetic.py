@@ -193,9 +193,7 @@ def _sdf_radial(dy: np.ndarray, dx: np.ndarray, radius: Callable[[np.ndarray], n
     return np.sqrt(dy * dy + dx * dx) - radius(np.arctan2(dy, dx))
 
 
-def _harmonics(
-    rng: np.random.Generator, orders: range, amplitude: float
-) -> Callable[[np.ndarray], np.ndarray]:
+def _harmonics(rng: np.random.Generator, orders: range, amplitude: float) -> Callable[[np.ndarray], np.ndarray]:
     """A random smooth periodic function of angle: sum of cosines with amplitude ~ 1/order."""
     amps = [rng.uniform(0.0, amplitude) / k**0.5 for k in orders]
     phases = [rng.uniform(0.0, 2.0 * math.pi) for _ in orders]
@@ -221,9 +219,7 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _smooth_noise(
-    rng: np.random.Generator, lo_h: int, lo_w: int, out_h: int = _S, out_w: int = _S
-) -> np.ndarray:
+def _smooth_noise(rng: np.random.Generator, lo_h: int, lo_w: int, out_h: int = _S, out_w: int = _S) -> np.ndarray:
     """Band-limited noise: a (lo_h, lo_w) Gaussian field upsampled bicubically to (out_h, out_w)."""
     low = rng.standard_normal((lo_h, lo_w), dtype=_F32)
     return np.asarray(Image.fromarray(low).resize((out_w, out_h), Image.BICUBIC))
@@ -294,9 +290,7 @@ class Benchmark:
         side effects such as acoustic shadowing); label, masks and metadata still describe where the
         evidence would be. This counterfactual is how the masks are verified.
         """
-        streams = _Streams(
-            self._bench_id, _check_int("seed", seed), _split_id(split), _check_int("index", index)
-        )
+        streams = _Streams(self._bench_id, _check_int("seed", seed), _split_id(split), _check_int("index", index))
         scene = self._render(streams, split, evidence)
         meta = {**scene.meta, "evidence_rendered": bool(evidence)}
         return Sample(scene.image, scene.label, scene.mask, _bbox(scene.mask), scene.extra_masks, meta)
@@ -403,9 +397,7 @@ def _nucleus_neutrophil(rng: np.random.Generator, dy: np.ndarray, dx: np.ndarray
     off = rng.normal(0.0, 0.08 * r, 2)
     angles = start + np.linspace(0.0, span, n) + rng.normal(0.0, 0.15, n)
     radii = path_r * rng.uniform(0.8, 1.2, n)
-    centres = [
-        (off[0] + q * math.sin(t), off[1] + q * math.cos(t)) for q, t in zip(radii, angles, strict=True)
-    ]
+    centres = [(off[0] + q * math.sin(t), off[1] + q * math.cos(t)) for q, t in zip(radii, angles, strict=True)]
     sdf = np.full(np.broadcast_shapes(dy.shape, dx.shape), np.inf, _F32)
     for cy, cx in centres:
         sdf = np.minimum(sdf, _sdf_circle(dy, dx, cy, cx, r * rng.uniform(0.25, 0.31)))
@@ -470,9 +462,7 @@ def _cytoplasm_od(rng: np.random.Generator, label: int, stain: _Stain, shape: tu
     return (0.06 * stain.eosin + granules * (rng.uniform(0.45, 0.6) * stain.granule)).astype(_F32)
 
 
-def _white_cell(
-    rng: np.random.Generator, label: int, stain: _Stain
-) -> tuple[_Window, np.ndarray, np.ndarray, float]:
+def _white_cell(rng: np.random.Generator, label: int, stain: _Stain) -> tuple[_Window, np.ndarray, np.ndarray, float]:
     """Window, coverage and optical density of the white cell; also its nominal radius."""
     r = float(rng.uniform(*_WBC_RADIUS[label]))
     outline = _harmonics(rng, range(2, 5), 0.06)
@@ -516,9 +506,7 @@ class CellsBenchmark(Benchmark):
             region += cover[..., None] * (cell_od - region)
         noise = streams(_NOISE)
         sigma = _F32(noise.uniform(1.5, 3.5))
-        img = (
-            light * stain.illumination * np.exp(-od) + noise.standard_normal((_S, _S, 3), dtype=_F32) * sigma
-        )
+        img = light * stain.illumination * np.exp(-od) + noise.standard_normal((_S, _S, 3), dtype=_F32) * sigma
         meta = {"n_red_cells": n_rbc, "wbc_radius": round(radius, 2)}
         return _Scene(_to_uint8(img), label, mask, {}, meta)
 
@@ -545,9 +533,7 @@ def _wavy(rng: np.random.Generator, base: float, amp: float) -> np.ndarray:
     x = np.arange(_S, dtype=_F32)
     out = np.full(_S, base, _F32)
     for period in (rng.uniform(60, 160), rng.uniform(25, 60)):
-        out += _F32(rng.uniform(0.3, 1.0) * amp) * np.sin(
-            2 * np.pi * x / _F32(period) + _F32(rng.uniform(0, 6.3))
-        )
+        out += _F32(rng.uniform(0.3, 1.0) * amp) * np.sin(2 * np.pi * x / _F32(period) + _F32(rng.uniform(0, 6.3)))
         amp *= 0.5
     return out
 
@@ -878,9 +864,7 @@ class ShortcutBenchmark(Benchmark):
         cover = _alpha(sdf)
         colour = _PALETTE[ev.integers(len(_PALETTE))] * _F32(ev.uniform(0.8, 1.05))
         shade = (
-            1.0
-            + _F32(ev.uniform(-0.12, 0.12)) * u / _F32(extent)
-            + _F32(ev.uniform(-0.12, 0.12)) * v / _F32(extent)
+            1.0 + _F32(ev.uniform(-0.12, 0.12)) * u / _F32(extent) + _F32(ev.uniform(-0.12, 0.12)) * v / _F32(extent)
         )
         outline = np.clip(1.5 - np.abs(sdf + 1.0), 0.0, 1.0) * _F32(0.35)
         obj = colour * (shade * (1.0 - outline))[..., None]
@@ -903,9 +887,7 @@ class ShortcutBenchmark(Benchmark):
 # Registry and batch helpers
 # --------------------------------------------------------------------------------------------------------
 
-BENCHMARKS: dict[str, Benchmark] = {
-    b.name: b for b in (CellsBenchmark(), UltrasoundBenchmark(), ShortcutBenchmark())
-}
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (CellsBenchmark(), UltrasoundBenchmark(), ShortcutBenchmark())}
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -923,9 +905,7 @@ def generate(name: str, n: int, seed: int = 0, split: str = "train", start: int 
     return [bench.sample(i, seed, split) for i in range(start, start + n)]
 
 
-def generate_arrays(
-    name: str, n: int, seed: int = 0, split: str = "train", start: int = 0
-) -> dict[str, np.ndarray]:
+def generate_arrays(name: str, n: int, seed: int = 0, split: str = "train", start: int = 0) -> dict[str, np.ndarray]:
     """Stacked samples: 'images' uint8 [n,112,112,3], 'labels' int64 [n], 'masks' bool [n,112,112],
     and 'mask_<key>' bool [n,112,112] for each extra mask of the benchmark."""
     bench = get_benchmark(name)

@@ -23,7 +23,13 @@ from .registry import explainer_class, get_explainer, list_explainers
 
 # cheap settings for parameters that only trade accuracy for time (so the matrix runs in seconds)
 FAST_PARAMS = {
-    "n_masks": 16, "n_steps": 4, "n_samples": 2, "batch_size": 8, "internal_batch_size": 8, "window": 32, "stride": 32
+    "n_masks": 16,
+    "n_steps": 4,
+    "n_samples": 2,
+    "batch_size": 8,
+    "internal_batch_size": 8,
+    "window": 32,
+    "stride": 32,
 }
 
 

@@ -1,8 +1,8 @@
 """Explanation metrics, registered by name (``vitlens.list_metrics()``); importing this package registers them.
 
-    metric = vitlens.get_metric("deletion", steps=196, baseline="blur")
-    res = metric(model, images, maps, target=None, masks=None, boxes=None)
-    res.scores   # float64 [B]; res.curves [B, S] and res.x [S] for curve metrics; res.extra {name: [B]}
+metric = vitlens.get_metric("deletion", steps=196, baseline="blur")
+res = metric(model, images, maps, target=None, masks=None, boxes=None)
+res.scores   # float64 [B]; res.curves [B, S] and res.x [S] for curve metrics; res.extra {name: [B]}
 """
 
 from . import faithfulness, localisation, sanity  # noqa: F401  (registration side effects)

@@ -349,5 +349,6 @@ def check_number(
     metric: str, name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False
 ) -> Any:
     """A metric parameter in ``[lo, hi]`` (``(lo, hi]`` when ``lo_open``), an int when ``integer``."""
-    return _check_number(name, value, lo, hi, lo_open=lo_open, integer=integer, error=MetricError,
-                         prefix=f"metric {metric!r}: ")
+    return _check_number(
+        name, value, lo, hi, lo_open=lo_open, integer=integer, error=MetricError, prefix=f"metric {metric!r}: "
+    )

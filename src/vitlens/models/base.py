@@ -308,9 +308,7 @@ class Model:
         )
 
     @contextlib.contextmanager
-    def trace_blocks(
-        self, layers: Sequence[int] | None = None
-    ) -> Iterator[tuple[list[BlockTrace], HeadTrace]]:
+    def trace_blocks(self, layers: Sequence[int] | None = None) -> Iterator[tuple[list[BlockTrace], HeadTrace]]:
         """Record every tensor inside the blocks (all, or those indexed by ``layers``) and the classifier's
         reading of the final tokens, for forwards inside the context (see :mod:`vitlens.models.trace`).
 

@@ -223,8 +223,14 @@ class HFViT(Model):
             parts = ("Model", "Embeddings", "PatchEmbeddings", "Layer", "MLP", "ForImageClassification")
             safe |= {getattr(lib, fam + part) for part in parts}
             attention.add(getattr(lib, fam + "Attention"))
-        activations = {act.GELUActivation, act.GELUTanh, act.NewGELUActivation, act.FastGELUActivation,
-                       act.QuickGELUActivation, act.SiLUActivation}
+        activations = {
+            act.GELUActivation,
+            act.GELUTanh,
+            act.NewGELUActivation,
+            act.FastGELUActivation,
+            act.QuickGELUActivation,
+            act.SiLUActivation,
+        }
 
         def projections(m: nn.Module):
             if type(m) not in attention:
@@ -234,8 +240,13 @@ class HFViT(Model):
             return [(m.q_proj, "q"), (m.k_proj, "k"), (m.v_proj, "v")]
 
         return find_lrp_sites(
-            self.module, model_name=self.name, safe=safe | attention, layernorms=(), activations=activations,
-            attention=projections, method=method,
+            self.module,
+            model_name=self.name,
+            safe=safe | attention,
+            layernorms=(),
+            activations=activations,
+            attention=projections,
+            method=method,
         )
 
     def feature_site(self, layer, input_hw):

@@ -52,7 +52,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ModelError(f"checkpoint {p}: does not hold a state dict of tensors")
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
@@ -73,7 +73,8 @@ def apply_state_dict(module: nn.Module, sd: dict[str, torch.Tensor], source: str
         if shapes:
             parts.append(f"{len(shapes)} with other shapes (checkpoint vs model, e.g. {shapes[:3]})")
         raise ModelError(
-            f"checkpoint {source} does not match the model: " + "; ".join(parts)
+            f"checkpoint {source} does not match the model: "
+            + "; ".join(parts)
             + " — check the architecture name, its kwargs (img_size, patch_size, ...) and num_classes"
         )
     module.load_state_dict(sd, strict=True)
@@ -268,8 +269,12 @@ def load_model(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return load_model(
-                spec, pretrained=pretrained, checkpoint=checkpoint, num_classes=num_classes,
-                class_names=class_names, **model_kwargs,
+                spec,
+                pretrained=pretrained,
+                checkpoint=checkpoint,
+                num_classes=num_classes,
+                class_names=class_names,
+                **model_kwargs,
             )
     if isinstance(spec, Model):
         return spec

@@ -24,7 +24,14 @@ PROJECTION_PARTS = ("qkv", "q", "k", "v")
 
 # plain torch modules whose forward is covered by the rules (or is a rule site)
 TORCH_SAFE: tuple[type[nn.Module], ...] = (
-    nn.Linear, nn.Conv2d, nn.Dropout, nn.Identity, nn.Sequential, nn.ModuleList, nn.Softmax, nn.Flatten
+    nn.Linear,
+    nn.Conv2d,
+    nn.Dropout,
+    nn.Identity,
+    nn.Sequential,
+    nn.ModuleList,
+    nn.Softmax,
+    nn.Flatten,
 )
 TORCH_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.GELU, nn.SiLU, nn.ReLU)
 

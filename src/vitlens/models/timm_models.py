@@ -308,8 +308,16 @@ def timm_lrp_sites(model: Model, method: str, swin: bool) -> LrpSites:
             WindowAttention,
         )
 
-        safe = common | {SwinTransformer, SwinTransformerStage, SwinTransformerBlock, WindowAttention, PatchMerging,
-                         ClassifierHead, SelectAdaptivePool2d, FastAdaptiveAvgPool}
+        safe = common | {
+            SwinTransformer,
+            SwinTransformerStage,
+            SwinTransformerBlock,
+            WindowAttention,
+            PatchMerging,
+            ClassifierHead,
+            SelectAdaptivePool2d,
+            FastAdaptiveAvgPool,
+        }
     else:
         from timm.layers import Attention
         from timm.models.deit import VisionTransformerDistilled
@@ -317,6 +325,12 @@ def timm_lrp_sites(model: Model, method: str, swin: bool) -> LrpSites:
 
         safe = common | {VisionTransformer, VisionTransformerDistilled, Block, Attention}
     return find_lrp_sites(
-        model.module, model_name=model.name, safe=safe, layernorms={LayerNorm}, activations=(),
-        attention=_timm_attention_projections, problem=_timm_pool_problem, method=method,
+        model.module,
+        model_name=model.name,
+        safe=safe,
+        layernorms={LayerNorm},
+        activations=(),
+        attention=_timm_attention_projections,
+        problem=_timm_pool_problem,
+        method=method,
     )

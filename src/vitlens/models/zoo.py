@@ -52,8 +52,13 @@ def small_hf_vit() -> Model:
         raise VitlensError("transformers is not installed (pip install 'vitlens[hf]')") from e
     torch.manual_seed(0)
     cfg = ViTConfig(
-        image_size=64, patch_size=16, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
-        intermediate_size=96, num_labels=5,
+        image_size=64,
+        patch_size=16,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=96,
+        num_labels=5,
     )
     return load_model(ViTForImageClassification(cfg).eval())
 

@@ -78,10 +78,17 @@ def summarise(frame, directions: dict[str, bool], seed: int = 0):
             v = s.to_numpy(dtype=float)
             finite = v[np.isfinite(v)]
             lo, hi = bootstrap_ci(v, seed=seed)
-            stats[e] = {"mean": float(finite.mean()) if finite.size else math.nan, "ci_low": lo, "ci_high": hi,
-                        "n": int(finite.size), "n_nan": int(v.size - finite.size)}
-        ranked = sorted((e for e in stats if np.isfinite(stats[e]["mean"])),
-                        key=lambda e: -stats[e]["mean"] if higher else stats[e]["mean"])
+            stats[e] = {
+                "mean": float(finite.mean()) if finite.size else math.nan,
+                "ci_low": lo,
+                "ci_high": hi,
+                "n": int(finite.size),
+                "n_nan": int(v.size - finite.size),
+            }
+        ranked = sorted(
+            (e for e in stats if np.isfinite(stats[e]["mean"])),
+            key=lambda e: -stats[e]["mean"] if higher else stats[e]["mean"],
+        )
         best = ranked[0] if ranked else None
         pvals, others = [], []
         for e in stats:
@@ -97,12 +104,21 @@ def summarise(frame, directions: dict[str, bool], seed: int = 0):
         adj = dict(zip(others, holm(pvals), strict=True))
         raw = dict(zip(others, pvals, strict=True))
         for e, st in stats.items():
-            rows.append({
-                "dataset": ds, "model": model, "explainer": e, "metric": mkey, "output": out,
-                "higher_is_better": higher, **st,
-                "rank": (ranked.index(e) + 1) if e in ranked else None,
-                "best": e == best, "p_vs_best": raw.get(e, math.nan), "p_vs_best_holm": adj.get(e, math.nan),
-            })
+            rows.append(
+                {
+                    "dataset": ds,
+                    "model": model,
+                    "explainer": e,
+                    "metric": mkey,
+                    "output": out,
+                    "higher_is_better": higher,
+                    **st,
+                    "rank": (ranked.index(e) + 1) if e in ranked else None,
+                    "best": e == best,
+                    "p_vs_best": raw.get(e, math.nan),
+                    "p_vs_best_holm": adj.get(e, math.nan),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -199,10 +215,8 @@ def _heatmap_rows(run_dir: Path, frame, ds_name: str, model: str, n_each: int = 
                 heat = upsample(torch.from_numpy(maps[hit[0]][None]), image.shape[:2])[0].numpy()
                 cells.append((u["explainer"], overlay(image, heat)))
         ok = bool(info.correct)
-        note = (f"true {int(info['true'])}, predicted <span class='{'ok' if ok else 'bad'}'>"
-                f"{int(info.predicted)}</span>")
-        rows.append(Row(title=f"{'correct' if ok else 'misclassified'} · {html.escape(key)}", note=note,
-                        cells=cells))
+        note = f"true {int(info['true'])}, predicted <span class='{'ok' if ok else 'bad'}'>{int(info.predicted)}</span>"
+        rows.append(Row(title=f"{'correct' if ok else 'misclassified'} · {html.escape(key)}", note=note, cells=cells))
     return rows
 
 
@@ -253,13 +267,18 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         n_img = int(frame[(frame.dataset == ds) & (frame.model == model)].image_id.nunique())
         acc = frame[(frame.dataset == ds) & (frame.model == model)].drop_duplicates("image_id").correct.mean()
         skipped_here = sorted({u["explainer"] for u in skipped if u["dataset"] == ds and u["model"] == model})
-        text = (f"{n_img} images, model accuracy {acc:.1%}. Mean [95% bootstrap CI]; #rank; bold = best; "
-                "* = differs from the best (Wilcoxon signed-rank, Holm-adjusted p &lt; 0.05).")
+        text = (
+            f"{n_img} images, model accuracy {acc:.1%}. Mean [95% bootstrap CI]; #rank; bold = best; "
+            "* = differs from the best (Wilcoxon signed-rank, Holm-adjusted p &lt; 0.05)."
+        )
         if skipped_here:
             text += " Not applicable: " + html.escape(", ".join(skipped_here)) + "."
-        table = (f"<div style='overflow-x:auto'><table border='1' cellspacing='0' cellpadding='3' "
-                 f"style='font-size:12px;border-collapse:collapse'><tr><th>explainer</th>{head}</tr>"
-                 + "".join(body) + "</table></div>")
+        table = (
+            f"<div style='overflow-x:auto'><table border='1' cellspacing='0' cellpadding='3' "
+            f"style='font-size:12px;border-collapse:collapse'><tr><th>explainer</th>{head}</tr>"
+            + "".join(body)
+            + "</table></div>"
+        )
         sec = Section(heading=f"{ds} · {model}", text=text + table)
         sub = frame[(frame.dataset == ds) & (frame.model == model)]
         figs = [(m, _curve_figure(sub, m)) for m in ("insertion", "deletion")]
@@ -272,8 +291,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     intro = "Study run " + html.escape(str(run_dir)) + "."
     if not marker.empty:
         items = "; ".join(f"{html.escape(r.explainer)} {r['mean']:.3f}" for _, r in marker.iterrows())
-        intro += (" Shortcut benchmark — share of positive relevance on the corner marker (a model that uses "
-                  f"the shortcut should show it): {items}.")
+        intro += (
+            " Shortcut benchmark — share of positive relevance on the corner marker (a model that uses "
+            f"the shortcut should show it): {items}."
+        )
     path = out / "report.html"
     path.write_text(render_page("vitlens study report", sections, intro=intro), encoding="utf-8")
     return path

@@ -53,7 +53,10 @@ class SyntheticSplit(Split):
 
 
 def random_resized_crop(
-    rng: np.random.Generator, width: int, height: int, scale: tuple[float, float],
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    scale: tuple[float, float],
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tuple[int, int, int, int]:
     """Crop box ``(left, top, right, bottom)``: the sampling of torchvision's ``RandomResizedCrop.get_params``
@@ -83,16 +86,35 @@ class RecordSplit(Split):
     """Images of a data set on disk: ``(path, label)`` items, read with ``load_image`` and resized to the
     model's input (``crop_pct=1``: nothing cut off); train-time augmentation when ``augment`` is given."""
 
-    def __init__(self, items: list[tuple[Path, int]], classes: list[str], size: int, mean, std, *,
-                 augment: tuple[tuple[float, float], float] | None = None, seed: int = 0, epoch: int = 0) -> None:
+    def __init__(
+        self,
+        items: list[tuple[Path, int]],
+        classes: list[str],
+        size: int,
+        mean,
+        std,
+        *,
+        augment: tuple[tuple[float, float], float] | None = None,
+        seed: int = 0,
+        epoch: int = 0,
+    ) -> None:
         self.items, self.classes = items, classes
-        self.pre = Preprocessing(input_size=(size, size), mean=tuple(mean), std=tuple(std), crop_pct=1.0,
-                                 interpolation="bilinear")
+        self.pre = Preprocessing(
+            input_size=(size, size), mean=tuple(mean), std=tuple(std), crop_pct=1.0, interpolation="bilinear"
+        )
         self.augment, self.seed, self.epoch = augment, seed, epoch
 
     def at_epoch(self, epoch: int) -> RecordSplit:
-        return RecordSplit(self.items, self.classes, self.pre.input_size[0], self.pre.mean, self.pre.std,
-                           augment=self.augment, seed=self.seed, epoch=epoch)
+        return RecordSplit(
+            self.items,
+            self.classes,
+            self.pre.input_size[0],
+            self.pre.mean,
+            self.pre.std,
+            augment=self.augment,
+            seed=self.seed,
+            epoch=epoch,
+        )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -137,8 +159,12 @@ def open_training_data(cfg: TrainConfig) -> tuple[list[str], dict[str, list[tupl
     where = f"data set {ds.root} ({ds.layout})"
     errors = [p for p in ds.info.get("problems", []) if getattr(p, "severity", "") == "error"]
     if errors:
-        warnings.warn(f"{where}: {len(errors)} problem(s) the reader skipped, e.g. {errors[0]}; training on the "
-                      f"rest (see `vitlens data check {ds.root}`)", InputWarning, stacklevel=2)
+        warnings.warn(
+            f"{where}: {len(errors)} problem(s) the reader skipped, e.g. {errors[0]}; training on the "
+            f"rest (see `vitlens data check {ds.root}`)",
+            InputWarning,
+            stacklevel=2,
+        )
     if len(ds.classes) < 2:
         raise DataError(f"{where}: training needs at least two classes, found {ds.classes}")
     labelled = [r for r in ds.records if r.label is not None]
@@ -156,19 +182,24 @@ def open_training_data(cfg: TrainConfig) -> tuple[list[str], dict[str, list[tupl
         how += f"; val = 10% of its train split per class (seed {cfg.seed}), as it has none"
     for s in SPLITS:
         if not parts[s]:
-            hint = (f"the layout assigns no labelled image to {s}" if own else
-                    "a class needs 3 or more images to give validation and test images")
+            hint = (
+                f"the layout assigns no labelled image to {s}"
+                if own
+                else "a class needs 3 or more images to give validation and test images"
+            )
             raise DataError(
                 f"{where}: the {s} split is empty ({how}; labelled images per class: "
                 f"{dict(zip(ds.classes, counts.tolist(), strict=True))}); {hint}"
             )
     items = {s: [(r.image, int(r.label)) for r in parts[s]] for s in SPLITS}
     info = {
-        "root": str(Path(ds.root).resolve()), "layout": ds.layout, "classes": list(ds.classes), "split": how,
+        "root": str(Path(ds.root).resolve()),
+        "layout": ds.layout,
+        "classes": list(ds.classes),
+        "split": how,
         "split_sizes": {s: len(items[s]) for s in SPLITS},
         "skipped_problems": len(errors),
-        "class_counts": {s: np.bincount([y for _, y in items[s]], minlength=len(ds.classes)).tolist()
-                         for s in SPLITS},
+        "class_counts": {s: np.bincount([y for _, y in items[s]], minlength=len(ds.classes)).tolist() for s in SPLITS},
     }
     return list(ds.classes), items, info
 
@@ -176,8 +207,16 @@ def open_training_data(cfg: TrainConfig) -> tuple[list[str], dict[str, list[tupl
 def record_splits(cfg: TrainConfig, classes, items, epoch: int = 0) -> dict[str, Split]:
     augment = (tuple(cfg.crop_scale), float(cfg.hflip)) if cfg.augment else None
     return {
-        s: RecordSplit(items[s], classes, cfg.image_size, cfg.mean, cfg.std, seed=cfg.seed, epoch=epoch,
-                       augment=augment if s == "train" else None)
+        s: RecordSplit(
+            items[s],
+            classes,
+            cfg.image_size,
+            cfg.mean,
+            cfg.std,
+            seed=cfg.seed,
+            epoch=epoch,
+            augment=augment if s == "train" else None,
+        )
         for s in SPLITS
     }
 
@@ -224,8 +263,12 @@ def iter_batches(split: Split, index_batches: list[list[int]], workers: int = 0,
             yield split.batch(idx)
         return
     loader = torch.utils.data.DataLoader(
-        _Batches(split, index_batches), batch_size=None, shuffle=False, num_workers=workers,
-        pin_memory=pin_memory, generator=torch.Generator().manual_seed(0),
+        _Batches(split, index_batches),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(0),
     )
     yield from loader
 

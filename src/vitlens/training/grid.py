@@ -20,8 +20,9 @@ def lr_dir_name(lr: float) -> str:
     return f"lr-{lr:g}"
 
 
-def train_grid(cfg: TrainConfig, lrs: list[float], out: str | Path, *, resume: bool = True,
-               progress: bool = True, workers: int = 0) -> dict[str, Any]:
+def train_grid(
+    cfg: TrainConfig, lrs: list[float], out: str | Path, *, resume: bool = True, progress: bool = True, workers: int = 0
+) -> dict[str, Any]:
     """One run per learning rate in ``OUT/lr-<rate>/`` (each resumable; finished ones are not recomputed),
     then the run with the best validation accuracy (on a tie the lower validation loss at its best epoch,
     then the first in ``lrs`` order) is copied to
@@ -40,16 +41,33 @@ def train_grid(cfg: TrainConfig, lrs: list[float], out: str | Path, *, resume: b
     for i, lr in enumerate(lrs):
         if progress:
             print(f"learning rate {lr:g} ({i + 1}/{len(lrs)})", flush=True)
-        cards.append(train(dataclasses.replace(cfg, lr=lr), out / lr_dir_name(lr), resume=resume,
-                           progress=progress, workers=workers))
+        cards.append(
+            train(
+                dataclasses.replace(cfg, lr=lr),
+                out / lr_dir_name(lr),
+                resume=resume,
+                progress=progress,
+                workers=workers,
+            )
+        )
+
     def rank(i: int) -> tuple[float, float, int]:
         loss = cards[i].get("val_loss")
         return cards[i]["val_accuracy"], -(math.inf if loss is None else loss), -i
 
     best = max(range(len(lrs)), key=rank)
-    runs = [{"lr": lr, "dir": lr_dir_name(lr), "val_accuracy": c["val_accuracy"], "val_loss": c.get("val_loss"),
-             "test_accuracy": c["test_accuracy"], "best_epoch": c["best_epoch"], "epochs_run": c["epochs_run"]}
-            for lr, c in zip(lrs, cards, strict=True)]
+    runs = [
+        {
+            "lr": lr,
+            "dir": lr_dir_name(lr),
+            "val_accuracy": c["val_accuracy"],
+            "val_loss": c.get("val_loss"),
+            "test_accuracy": c["test_accuracy"],
+            "best_epoch": c["best_epoch"],
+            "epochs_run": c["epochs_run"],
+        }
+        for lr, c in zip(lrs, cards, strict=True)
+    ]
     grid = {"metric": "val_accuracy", "selected_lr": lrs[best], "selected_dir": lr_dir_name(lrs[best]), "runs": runs}
     src = out / lr_dir_name(lrs[best])
     atomic_write(out / WEIGHTS_NAME, lambda f: f.write((src / WEIGHTS_NAME).read_bytes()))

@@ -85,8 +85,11 @@ def resolve_pretrained(tag: str, cache_dir: str | Path | None = None) -> tuple[s
         from timm.models._hub import hf_split
 
         repo, revision = hf_split(pcfg.hf_hub_id)
-        names = [pcfg.hf_hub_filename] if getattr(pcfg, "hf_hub_filename", None) else [
-            "model.safetensors", "pytorch_model.bin"]
+        names = (
+            [pcfg.hf_hub_filename]
+            if getattr(pcfg, "hf_hub_filename", None)
+            else ["model.safetensors", "pytorch_model.bin"]
+        )
         for name in names:
             hit = try_to_load_from_cache(repo, name, cache_dir=cache_dir, revision=revision)
             if isinstance(hit, str) and Path(hit).is_file():
@@ -156,8 +159,10 @@ def create_model(cfg: TrainConfig, num_classes: int, *, load_pretrained: bool = 
     arch = split_model_name_tag(cfg.model)[0]
     name = cfg.pretrained or arch
     if split_model_name_tag(name)[0] != arch:
-        raise VitlensError(f"pretrained={cfg.pretrained!r} is not a tag of model {cfg.model!r}; "
-                           f"use {arch}.<tag> (timm.list_pretrained('{arch}.*'))")
+        raise VitlensError(
+            f"pretrained={cfg.pretrained!r} is not a tag of model {cfg.model!r}; "
+            f"use {arch}.<tag> (timm.list_pretrained('{arch}.*'))"
+        )
     if not timm.is_model(name):
         raise ModelError(f"unknown timm model {name!r}")
     if cfg.pretrained:
@@ -176,8 +181,9 @@ def create_model(cfg: TrainConfig, num_classes: int, *, load_pretrained: bool = 
     overlay = {"file": str(file), "num_classes": 0, "custom_load": file.suffix == ".npz"}
     try:
         with _capture_timm_load() as log:
-            model = timm.create_model(name, pretrained=True, num_classes=num_classes,
-                                      pretrained_cfg_overlay=overlay, **kwargs)
+            model = timm.create_model(
+                name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay, **kwargs
+            )
     except TypeError as e:
         raise ModelError(f"timm model {name!r} does not accept {sorted(kwargs)}: {e}") from e
     except Exception as e:
