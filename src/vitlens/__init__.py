@@ -1,5 +1,7 @@
 """vitlens: explain Vision Transformer decisions and measure whether the explanations are faithful.
 
+Usage::
+
     import vitlens
     model = vitlens.load_model("timm:deit_tiny_patch16_224", pretrained=False)
     explain = vitlens.get_explainer("rollout", model, head_fusion="max", discard_ratio=0.9)
@@ -19,8 +21,7 @@ from .explainers import (
 from .maps import minmax, upsample
 from .metrics import get_metric, list_metrics, metric_info
 from .models import Model, Preprocessing, list_builtin, load_model
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "DataError",

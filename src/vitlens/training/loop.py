@@ -131,8 +131,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.layer_decay or cfg.filter_bias_and_bn:
         from timm.optim import create_optimizer_v2
 
-        return create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                   layer_decay=cfg.layer_decay or None, filter_bias_and_bn=True)
+        return create_optimizer_v2(
+            model,
+            "adamw",
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            layer_decay=cfg.layer_decay or None,
+            filter_bias_and_bn=True,
+        )
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -150,7 +156,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 def _write_card(out: Path, cfg: TrainConfig, classes: list[str], extra: dict[str, Any]) -> dict[str, Any]:
     from timm.models import split_model_name_tag
 
-    from .. import __version__
+    from ..version import __version__
 
     card = {
         "name": out.name,
@@ -158,8 +164,11 @@ def _write_card(out: Path, cfg: TrainConfig, classes: list[str], extra: dict[str
         "architecture": {"timm_name": split_model_name_tag(cfg.model)[0], "kwargs": cfg.model_kwargs},
         "classes": classes,
         "preprocessing": Preprocessing(
-            input_size=(cfg.image_size, cfg.image_size), mean=tuple(cfg.mean), std=tuple(cfg.std),
-            interpolation="bilinear", crop_pct=1.0,
+            input_size=(cfg.image_size, cfg.image_size),
+            mean=tuple(cfg.mean),
+            std=tuple(cfg.std),
+            interpolation="bilinear",
+            crop_pct=1.0,
         ).to_dict(),
         "data": cfg.data,
         "training": cfg.to_dict(),
@@ -183,8 +192,9 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, device: torch.device) -> dict
     return ckpt
 
 
-def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: bool = True,
-          workers: int = 0) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: bool = True, workers: int = 0
+) -> dict[str, Any]:
     """Train, checkpoint every epoch, stop early, evaluate the best weights on the test split; returns the card.
 
     ``resume``: continue from ``OUT/checkpoint.pt`` (same config required); a run that already finished
@@ -252,15 +262,19 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_split))
         index_batches = list(batches(len(train_split), cfg.batch_size, order))
         bar = tqdm(
-            iter_batches(train_split, index_batches, workers, pin), total=len(index_batches),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False,
+            iter_batches(train_split, index_batches, workers, pin),
+            total=len(index_batches),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            leave=False,
         )
         loss_sum, correct, seen = 0.0, 0, 0
         t_epoch = time.time()
         for x, y, _ in bar:
             set_lr(opt, lr_at(state["step"], total_steps, warmup, cfg.lr))
-            loss, hits = train_step(model, opt, x.to(device), y.to(device), cfg.label_smoothing, amp, cfg.clip_grad,
-                                    scaler)
+            loss, hits = train_step(
+                model, opt, x.to(device), y.to(device), cfg.label_smoothing, amp, cfg.clip_grad, scaler
+            )
             state["step"] += 1
             loss_sum += loss * len(y)
             correct += hits
@@ -268,27 +282,41 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         val = evaluate(model, splits["val"], cfg.batch_size * 2, device, workers)
         epoch += 1
-        rec = {"epoch": epoch, "train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
-               "val_acc": val["accuracy"], "val_loss": val["loss"]}
+        rec = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(1, seen),
+            "train_acc": correct / max(1, seen),
+            "val_acc": val["accuracy"],
+            "val_loss": val["loss"],
+        }
         state["history"].append(rec)
         if val["accuracy"] > state["best_acc"]:
             state.update(best_acc=val["accuracy"], best_loss=val["loss"], best_epoch=epoch, stale=0)
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                      str(out / WEIGHTS_NAME))
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / WEIGHTS_NAME)
+            )
         else:
             state["stale"] += 1
         state["epoch"] = epoch
         state["train_seconds"] = state.get("train_seconds", 0.0) + (time.time() - t_epoch)
-        saved = {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                 "rng": torch.get_rng_state(), "config": cfg.to_dict()}
+        saved = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "state": state,
+            "rng": torch.get_rng_state(),
+            "config": cfg.to_dict(),
+        }
         if device.type == "cuda":
             saved["cuda_rng"] = torch.cuda.get_rng_state(device)
         if scaler is not None:
             saved["scaler"] = scaler.state_dict()
         save_checkpoint(saved, ckpt_path)
         if progress:
-            print(f"epoch {epoch}: loss {rec['train_loss']:.4f} train acc {rec['train_acc']:.3f} "
-                  f"val acc {rec['val_acc']:.3f}", flush=True)
+            print(
+                f"epoch {epoch}: loss {rec['train_loss']:.4f} train acc {rec['train_acc']:.3f} "
+                f"val acc {rec['val_acc']:.3f}",
+                flush=True,
+            )
 
     model.load_state_dict(load_file(str(out / WEIGHTS_NAME), device=str(device)))
     test = evaluate(model, splits["test"], cfg.batch_size * 2, device, workers)
