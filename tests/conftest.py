@@ -25,8 +25,13 @@ def make_hf(kind: str, seed: int = 0) -> vitlens.Model:
 
     torch.manual_seed(seed)
     common = dict(
-        image_size=64, patch_size=16, hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
-        intermediate_size=96, num_labels=7,
+        image_size=64,
+        patch_size=16,
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=3,
+        intermediate_size=96,
+        num_labels=7,
     )
     if kind == "vit":
         module = ViTForImageClassification(ViTConfig(**common))
@@ -42,7 +47,13 @@ VIT_ZOO = {
     "deit_tiny": lambda: make_timm("deit_tiny_patch16_224"),
     "deit_tiny_distilled": lambda: make_timm("deit_tiny_distilled_patch16_224"),
     "vit_registers": lambda: make_timm(
-        "vit_small_patch16_224", img_size=64, patch_size=8, embed_dim=48, depth=3, num_heads=3, reg_tokens=4,
+        "vit_small_patch16_224",
+        img_size=64,
+        patch_size=8,
+        embed_dim=48,
+        depth=3,
+        num_heads=3,
+        reg_tokens=4,
         num_classes=5,
     ),
     "vit_p8_112": lambda: make_timm(
@@ -91,8 +102,18 @@ def resnet50() -> vitlens.Model:
     return vitlens.load_model("torchvision:resnet50", num_classes=10)
 
 
+# explainers whose cost is many forwards (occlusion, RISE) or a max-flow per patch (attention flow): every
+# parametrised case that runs one is marked ``slow`` (``make test`` runs them, ``make test-fast`` does not)
+SLOW_METHODS = frozenset({"attention_flow", "occlusion", "rise"})
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """``gpu`` tests need a CUDA device: skipped where torch sees none (``make test`` runs every other test)."""
+    """``gpu`` tests need a CUDA device: skipped where torch sees none (``make test`` runs every other test).
+    Cases parametrised with a :data:`SLOW_METHODS` explainer get the ``slow`` marker."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if any(isinstance(v, str) and v in SLOW_METHODS for v in params.values()):
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (marker gpu); benchmarks/gpu_check.sh runs these on a GPU")

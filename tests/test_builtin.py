@@ -19,6 +19,7 @@ def test_every_recipe_is_shipped():
     assert sorted(vitlens.list_builtin()) == sorted(RECIPES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_builtin_reproduces_its_card(name):
     weights = WEIGHTS_DIR / name / "model.safetensors"
@@ -51,6 +52,7 @@ def test_builtin_vits_have_the_documented_shape():
     assert vitlens.get_explainer("gradcam", cnn)(torch.zeros(1, 3, 112, 112)).shape == (1, 7, 7)
 
 
+@pytest.mark.slow
 def test_demo_writes_a_self_contained_page_and_grids(tmp_path):
     page = demo(tmp_path, n_images=2)
     html = page.read_text()

@@ -30,6 +30,7 @@ def reference():
     return np.load(FIXTURE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(MODELS))
 def test_matches_reference_implementation(key, reference):
     """Maps of hila-chefer/Transformer-Explainability (``transformer_attribution``, batch size 1) on the

@@ -38,10 +38,25 @@ def image_dir(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_explain_writes_overlays_grid_maps_and_summary(image_dir, tmp_path):
     files = [str(image_dir / n) for n in ("rgb.png", "gray.png", "deep16.png", "alpha.png", "photo.jpg")]
-    r = run("explain", *files, "--model", "timm:test_vit", "--method", "rollout:head_fusion=max,gradcam",
-            "--method", "grad_rollout", "--target", "3", "--batch-size", "2", "--out", str(tmp_path))
+    r = run(
+        "explain",
+        *files,
+        "--model",
+        "timm:test_vit",
+        "--method",
+        "rollout:head_fusion=max,gradcam",
+        "--method",
+        "grad_rollout",
+        "--target",
+        "3",
+        "--batch-size",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert len(summary["images"]) == 5
@@ -73,8 +88,10 @@ def test_explain_writes_overlays_grid_maps_and_summary(image_dir, tmp_path):
         (["--model", "timm:nope_vit", "--method", "rollout", "IMG:rgb.png"], "unknown timm model"),
         (["--model", "timm:test_vit", "--method", "rollout", "--target", "1000", "IMG:rgb.png"], "out of range"),
         (["--model", "timm:test_vit", "--method", "rollout:alpha", "IMG:rgb.png"], "key=value"),
-        (["--model", "timm:test_vit", "--checkpoint", "IMG:rgb.png", "--method", "rollout", "IMG:rgb.png"],
-         "cannot be read"),
+        (
+            ["--model", "timm:test_vit", "--checkpoint", "IMG:rgb.png", "--method", "rollout", "IMG:rgb.png"],
+            "cannot be read",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle, image_dir, tmp_path, capsys):
@@ -85,8 +102,17 @@ def test_bad_input_is_one_line_and_exit_2(args, needle, image_dir, tmp_path, cap
 
 
 def test_debug_shows_the_traceback(image_dir, tmp_path):
-    r = run("--debug", "explain", str(image_dir / "corrupt.png"), "--model", "timm:test_vit", "--method", "rollout",
-            "--out", str(tmp_path))
+    r = run(
+        "--debug",
+        "explain",
+        str(image_dir / "corrupt.png"),
+        "--model",
+        "timm:test_vit",
+        "--method",
+        "rollout",
+        "--out",
+        str(tmp_path),
+    )
     assert r.returncode != 0 and "Traceback" in r.stderr and "InputError" in r.stderr
 
 
@@ -108,7 +134,8 @@ def test_list_shows_every_explainer_with_citation():
 
 def test_method_spec_parsing():
     assert parse_method("rollout:head_fusion=max:discard_ratio=0.9") == (
-        "rollout", {"head_fusion": "max", "discard_ratio": 0.9}
+        "rollout",
+        {"head_fusion": "max", "discard_ratio": 0.9},
     )
     assert parse_method("gradcam:layer=layer4") == ("gradcam", {"layer": "layer4"})
     assert parse_method("gradcam:layer=-2") == ("gradcam", {"layer": -2})

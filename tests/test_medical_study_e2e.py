@@ -52,28 +52,57 @@ def make_busi(root, per_class: int = 6, size: int = 40) -> None:
                 left = lesion & (xx < cx)
                 Image.fromarray(np.where(left, 255, 0).astype(np.uint8)).save(root / cls / f"{stem}_mask.png")
                 Image.fromarray(np.where(lesion & ~left, 255, 0).astype(np.uint8)).save(
-                    root / cls / f"{stem}_mask_1.png")
+                    root / cls / f"{stem}_mask_1.png"
+                )
             else:
                 Image.fromarray(np.where(lesion, 255, 0).astype(np.uint8)).save(root / cls / f"{stem}_mask.png")
 
 
+@pytest.mark.slow
 def test_reproduce_the_medical_study(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     make_busi(tmp_path / "data" / "busi")
     # a headless 'pretrained' backbone, as DINO/MAE checkpoints are (num_classes=0)
     torch.manual_seed(1)
-    backbone = timm.create_model("vit_base_patch16_224", num_classes=0, **{
-        "img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2})
+    backbone = timm.create_model(
+        "vit_base_patch16_224",
+        num_classes=0,
+        **{"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
+    )
     save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(tmp_path / "dino_tiny.safetensors"))
 
     # 1. check the data
     assert main(["data", "check", "data/busi"]) == 0
     # 2. fine-tune two initialisations with a learning-rate grid
-    common = ["--data", "data/busi", "--model-kwargs", TINY_ARG, "--epochs", "2", "--lr-grid", "1e-4,1e-3",
-              "--batch-size", "8", "--quiet"]
+    common = [
+        "--data",
+        "data/busi",
+        "--model-kwargs",
+        TINY_ARG,
+        "--epochs",
+        "2",
+        "--lr-grid",
+        "1e-4,1e-3",
+        "--batch-size",
+        "8",
+        "--quiet",
+    ]
     assert main(["train", "--preset", "vit_b16_random", "--out", "models/vit_b16_random", *common]) == 0
-    assert main(["train", "--preset", "vit_b16_dino", "--pretrained-file", "dino_tiny.safetensors",
-                 "--out", "models/vit_b16_dino", *common]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "vit_b16_dino",
+                "--pretrained-file",
+                "dino_tiny.safetensors",
+                "--out",
+                "models/vit_b16_dino",
+                *common,
+            ]
+        )
+        == 0
+    )
     for init in ("random", "dino"):
         out = tmp_path / "models" / f"vit_b16_{init}"
         grid = json.loads((out / "grid.json").read_text())
@@ -87,13 +116,27 @@ def test_reproduce_the_medical_study(tmp_path, monkeypatch, capsys):
     tuned = vitlens.load_model("models/vit_b16_dino").module.patch_embed.proj.weight.detach()
     start = backbone.patch_embed.proj.weight.detach()
     torch.manual_seed(2)
-    other = timm.create_model("vit_base_patch16_224", num_classes=0, img_size=32, patch_size=8, embed_dim=32,
-                              depth=2, num_heads=2).patch_embed.proj.weight.detach()
+    other = timm.create_model(
+        "vit_base_patch16_224", num_classes=0, img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2
+    ).patch_embed.proj.weight.detach()
     assert (tuned - start).norm() < 0.5 * (other - start).norm()
 
     # 3. the study template, the study and the report
-    assert main(["bench", "--init", "busi", "data/busi", "--model", "models/vit_b16_random",
-                 "--model", "models/vit_b16_dino"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--init",
+                "busi",
+                "data/busi",
+                "--model",
+                "models/vit_b16_random",
+                "--model",
+                "models/vit_b16_dino",
+            ]
+        )
+        == 0
+    )
     cfg = load_config("busi-study.yaml")
     assert {e.name for e in cfg.explainers} >= set(list_explainers())  # every explainer applies to a ViT
     assert main(["bench", "busi-study.yaml", "--out", "runs/busi-study", "--quiet"]) == 0

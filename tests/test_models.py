@@ -60,6 +60,7 @@ def test_recording_gives_identical_logits_and_probabilities(zoo, fused):
             m.fused_attn = f
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zoo", ["deit_tiny", "hf_vit", "test_vit"])
 def test_model_left_exactly_as_found_after_every_explainer(zoo):
     model = zoo_model(zoo)
@@ -211,8 +212,15 @@ def test_hf_model_from_local_directory(tmp_path):
 
     labels = {0: "a", 1: "b", 2: "c"}
     cfg = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()},
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
     )
     torch.manual_seed(0)
     ViTForImageClassification(cfg).save_pretrained(tmp_path)

@@ -19,8 +19,14 @@ METRICS = ["pointing_game", {"name": "iou_top_k", "params": {"k": 5}}, {"name": 
 
 
 def _cfg(dataset: dict, explainers=("rollout", "gradcam"), metrics=METRICS) -> dict:
-    return {"name": "disk", "seed": 0, "batch_size": 2, "datasets": [dataset], "explainers": list(explainers),
-            "metrics": list(metrics)}
+    return {
+        "name": "disk",
+        "seed": 0,
+        "batch_size": 2,
+        "datasets": [dataset],
+        "explainers": list(explainers),
+        "metrics": list(metrics),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +41,7 @@ def _values(run) -> pd.DataFrame:
     return df.sort_values(["explainer_key", "metric_key", "output", "image_id"]).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_disk_study_gives_the_builtin_study_numbers(exported, tmp_path):
     """The CSV manifest `vitlens data export` writes, read back as a data set on disk, gives bit-for-bit the
     scores of the builtin benchmark it came from (same images, masks and boxes; PIL resizes 112 -> 112 as a copy)."""
@@ -60,8 +67,17 @@ def _object_dataset(root, sizes=((150, 100), (90, 130), (120, 120))):
         Image.fromarray(np.where(m, 255, 0).astype(np.uint8)).convert("RGB").save(root / f"img{i}.png")
         Image.fromarray(np.where(m, 255, 0).astype(np.uint8)).save(root / f"img{i}_mask.png")
         ys, xs = np.nonzero(m)
-        rows.append({"path": f"img{i}.png", "label": i % 2, "mask_path": f"img{i}_mask.png",
-                     "x0": xs.min(), "y0": ys.min(), "x1": xs.max() + 1, "y1": ys.max() + 1})
+        rows.append(
+            {
+                "path": f"img{i}.png",
+                "label": i % 2,
+                "mask_path": f"img{i}_mask.png",
+                "x0": xs.min(),
+                "y0": ys.min(),
+                "x1": xs.max() + 1,
+                "y1": ys.max() + 1,
+            }
+        )
     with open(root / "manifest.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -75,8 +91,17 @@ def test_masks_and_boxes_follow_the_image_through_resize_and_crop(tmp_path):
     the mask's extent."""
     root = _object_dataset(tmp_path)
     model = vitlens.load_model("timm:deit_tiny_patch16_224", num_classes=2, seed=0)
-    spec = parse_config(_cfg({"name": "obj", "path": str(root), "split": "all", "labels": "ignore",
-                              "models": ["timm:deit_tiny_patch16_224"]})).datasets[0]
+    spec = parse_config(
+        _cfg(
+            {
+                "name": "obj",
+                "path": str(root),
+                "split": "all",
+                "labels": "ignore",
+                "models": ["timm:deit_tiny_patch16_224"],
+            }
+        )
+    ).datasets[0]
     src = DiskSource(spec)
     batch = src.batch(src.ids(), 0, model)
     assert batch.x.shape == (3, 3, 224, 224) and set(batch.masks) == {"evidence", "box"}
@@ -93,12 +118,20 @@ def test_masks_and_boxes_follow_the_image_through_resize_and_crop(tmp_path):
 
 
 def test_labels_and_target_policies(exported, tmp_path):
-    foreign = {"name": "cells", "path": str(exported), "split": "all", "n": 2,
-               "models": ["builtin:ultrasound_vit"]}  # 3 ultrasound classes vs 4 cell classes
+    foreign = {
+        "name": "cells",
+        "path": str(exported),
+        "split": "all",
+        "n": 2,
+        "models": ["builtin:ultrasound_vit"],
+    }  # 3 ultrasound classes vs 4 cell classes
     with pytest.raises(ConfigError, match="labels: ignore"):
         run_study(parse_config(_cfg(foreign, ["rollout"], ["pointing_game"])), tmp_path / "f", progress=False)
-    run_study(parse_config(_cfg({**foreign, "labels": "ignore"}, ["rollout"], ["pointing_game"])), tmp_path / "g",
-              progress=False)
+    run_study(
+        parse_config(_cfg({**foreign, "labels": "ignore"}, ["rollout"], ["pointing_game"])),
+        tmp_path / "g",
+        progress=False,
+    )
     df = ResultsStore(tmp_path / "g").frame()
     assert (df.true == -1).all() and not df.correct.any() and df.value.notna().all()
 
@@ -115,8 +148,13 @@ def test_resume_is_refused_when_the_images_changed(exported, tmp_path):
 
     data = tmp_path / "data"
     shutil.copytree(exported, data)
-    cfg = parse_config(_cfg({"name": "c", "path": str(data), "split": "all", "models": ["builtin:cells_vit"]},
-                            ["rollout"], ["pointing_game"]))
+    cfg = parse_config(
+        _cfg(
+            {"name": "c", "path": str(data), "split": "all", "models": ["builtin:cells_vit"]},
+            ["rollout"],
+            ["pointing_game"],
+        )
+    )
     assert run_study(cfg, tmp_path / "run", progress=False)["computed_now"] == 2
     assert run_study(cfg, tmp_path / "run", progress=False)["computed_now"] == 0
     first = (data / "manifest.csv").read_text().splitlines()[1]
@@ -150,15 +188,20 @@ def test_relative_paths_are_relative_to_the_config_file(exported, tmp_path, monk
     monkeypatch.chdir(tmp_path)  # not the config's folder
     assert load_config(cfg_file).datasets[0].path == str(exported.resolve())
     assert parse_config(_cfg({"name": "c", "path": "data", "models": ["m"]})).datasets[0].path == str(
-        (tmp_path / "data").resolve())
+        (tmp_path / "data").resolve()
+    )
 
 
 def test_metrics_a_data_set_cannot_score_are_named(exported, tmp_path):
     from vitlens.errors import InputWarning
 
-    cfg = parse_config(_cfg({"name": "c", "path": str(exported), "split": "all", "n": 2,
-                             "models": ["builtin:cells_vit"]}, ["rollout"],
-                            ["pointing_game", {"name": "faf_baf", "mask": "foreground"}]))
+    cfg = parse_config(
+        _cfg(
+            {"name": "c", "path": str(exported), "split": "all", "n": 2, "models": ["builtin:cells_vit"]},
+            ["rollout"],
+            ["pointing_game", {"name": "faf_baf", "mask": "foreground"}],
+        )
+    )
     with pytest.warns(InputWarning, match=r"no 'foreground' masks.*faf_baf\[foreground\].*vitlens masks"):
         run_study(cfg, tmp_path / "run", progress=False)
     assert set(ResultsStore(tmp_path / "run").frame().metric_key) == {"pointing_game"}
