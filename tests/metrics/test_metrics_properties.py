@@ -82,7 +82,7 @@ def test_info_states_citation_direction_and_needs(name):
     assert info["citation"] and isinstance(info["higher_is_better"], bool)
     doc = metric_class(name).__doc__
     assert "better" in doc  # the score direction
-    assert re.search(r"\b(19|20)\d\d\b|vitlens seed \d+", doc)  # a (year) citation or the project's seed
+    assert re.search(r"\b(19|20)\d\d\b", doc)  # a (year) citation
     assert set(info["needs"]) <= {"model", "region"}
 
 

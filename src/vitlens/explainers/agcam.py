@@ -1,10 +1,11 @@
 """Attention-Guided CAM (Leem & Seo, AAAI 2024): attention gradients gated by the attention scores.
 
-It read every block through the model adapter (:meth:`vitlens.models.Model.record_attention` or
-:meth:`~vitlens.models.Model.trace_blocks`), differentiate the target logit with ``torch.autograd.grad`` (no
-parameter ``.grad`` is touched; the input is made to require grad, so frozen models work) and return, like
-the other attention explainers, the readout row (the CLS row for CLS-token models, the mean of the CLS and
-distillation rows for distilled DeiT, the mean of the patch rows for average-pooled ViTs) over the patch
+AG-CAM, I-SAW (:mod:`vitlens.explainers.isaw`) and LeGrad (:mod:`vitlens.explainers.legrad`) share these
+conventions: they read every block through the model adapter (:meth:`vitlens.models.Model.record_attention`
+or :meth:`~vitlens.models.Model.trace_blocks`), differentiate the target logit with ``torch.autograd.grad``
+(no parameter ``.grad`` is touched; the input is made to require grad, so frozen models work) and return,
+like the other attention explainers, the readout row (the CLS row for CLS-token models, the mean of the CLS
+and distillation rows for distilled DeiT, the mean of the patch rows for average-pooled ViTs) over the patch
 tokens, on the patch grid.
 """
 

@@ -1,11 +1,7 @@
 """LeGrad (Bousselham et al. 2024): the gradient of each layer's own logit w.r.t. its attention.
 
-It read every block through the model adapter (:meth:`vitlens.models.Model.record_attention` or
-:meth:`~vitlens.models.Model.trace_blocks`), differentiate the target logit with ``torch.autograd.grad`` (no
-parameter ``.grad`` is touched; the input is made to require grad, so frozen models work) and return, like
-the other attention explainers, the readout row (the CLS row for CLS-token models, the mean of the CLS and
-distillation rows for distilled DeiT, the mean of the patch rows for average-pooled ViTs) over the patch
-tokens, on the patch grid.
+The conventions of the gradient-weighted attention methods (AG-CAM, I-SAW, LeGrad) are stated once in
+:mod:`vitlens.explainers.agcam`.
 """
 
 from __future__ import annotations

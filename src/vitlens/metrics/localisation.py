@@ -140,7 +140,7 @@ class RelevanceRank(Metric):
 # ------------------------------------------------------------------------------------------------ top k
 @register
 class IoUTopK(Metric):
-    """IoU of the top-k% pixels with the mask (arXiv:2503.09535): higher is better.
+    """IoU of the top-k% pixels with the mask (arXiv:2503.09535, 2025): higher is better.
 
     Threshold the bilinearly upsampled map at its ``k`` percent highest pixels (exactly
     ``round(k/100 * H * W)`` pixels, at least 1; ties go to the lower pixel index) and take the
