@@ -39,8 +39,9 @@ def _imports(mod: str) -> tuple[set[str], set[str]]:
     for node in ast.walk(ast.parse(f.read_text(), str(f))):
         if isinstance(node, ast.Import):
             for a in node.names:
-                (inner if a.name.split(".")[0] == "vitlens" else outer).add(a.name if a.name.startswith("vitlens")
-                                                                            else a.name.split(".")[0])
+                (inner if a.name.split(".")[0] == "vitlens" else outer).add(
+                    a.name if a.name.startswith("vitlens") else a.name.split(".")[0]
+                )
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = here.split(".")
@@ -101,14 +102,18 @@ def test_arrows_run_one_way(lower, upper):
 def test_shells_are_leaves():
     """Nothing below the shells imports the CLI or the app (the CLI may start the app)."""
     for shell in ("vitlens.cli", "vitlens.app"):
-        users = sorted(m for m in MODS if _package(m) not in ("vitlens.cli", "vitlens.app")
-                       and any(_package(o) == shell for o in GRAPH[m]))
+        users = sorted(
+            m
+            for m in MODS
+            if _package(m) not in ("vitlens.cli", "vitlens.app") and any(_package(o) == shell for o in GRAPH[m])
+        )
         assert not users, f"{shell} is imported by library code: {users}"
 
 
 def test_viz_imports_nothing_of_vitlens():
-    inside = sorted(f"{m} -> {o}" for m in MODS if _package(m) == "vitlens.viz" for o in GRAPH[m]
-                    if _package(o) != "vitlens.viz")
+    inside = sorted(
+        f"{m} -> {o}" for m in MODS if _package(m) == "vitlens.viz" for o in GRAPH[m] if _package(o) != "vitlens.viz"
+    )
     assert not inside, inside
 
 
@@ -116,8 +121,13 @@ def test_only_adapters_import_architecture_libraries():
     """The model adapters (and training, which creates timm models) are the only code that imports timm or
     transformers."""
     allowed = ("vitlens.models", "vitlens.training")  # training builds and fine-tunes timm models
-    wrong = sorted(f"{m} imports {pkg}" for m in MODS if _package(m) not in allowed
-                   for pkg in _imports(m)[1] if pkg in ("timm", "transformers"))
+    wrong = sorted(
+        f"{m} imports {pkg}"
+        for m in MODS
+        if _package(m) not in allowed
+        for pkg in _imports(m)[1]
+        if pkg in ("timm", "transformers")
+    )
     assert not wrong, wrong
 
 
@@ -133,4 +143,40 @@ def test_only_adapters_name_architecture_classes():
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 if node.value.startswith(("timm.models.", "timm.layers.", "transformers.models.")):
                     wrong.append(f"{m}: {node.value!r}")
+    assert not wrong, wrong
+
+
+# the layers of docs/ARCHITECTURE.md, top (shells) to bottom (foundations)
+LAYERS = {
+    "vitlens.cli": 10,
+    "vitlens.app": 9,
+    "vitlens.explain_files": 8,
+    "vitlens.demo": 8,
+    "vitlens.training": 8,
+    "vitlens.report": 8,
+    "vitlens.bench": 7,
+    "vitlens.data": 6,
+    "vitlens.metrics": 5,
+    "vitlens.explainers": 4,
+    "vitlens.models": 3,
+    "vitlens.viz": 2,
+    **dict.fromkeys((f"vitlens.{m}" for m in ("registry", "specs", "devices", "files", "maps", "version")), 1),
+    "vitlens.errors": 0,
+}
+
+
+def test_every_package_has_a_layer():
+    assert {_package(m) for m in MODS} - {"vitlens"} == set(LAYERS)
+
+
+def test_imports_run_down_the_layers():
+    """Every import between packages goes to a lower layer (none sideways, none up); nothing imports the
+    facade ``vitlens/__init__.py``."""
+    wrong = sorted(
+        f"{m} -> {o}"
+        for m in MODS
+        for o in GRAPH[m]
+        if _package(m) != _package(o)
+        and (o == "vitlens" or (_package(m) != "vitlens" and LAYERS[_package(o)] >= LAYERS[_package(m)]))
+    )
     assert not wrong, wrong
