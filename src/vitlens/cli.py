@@ -7,10 +7,12 @@ A :class:`~vitlens.errors.VitlensError` prints one line ``vitlens: error: ...`` 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .devices import DEVICE_HELP
 from .errors import InputError, VitlensError
 from .specs import parse_kwargs, parse_value
 
@@ -58,6 +60,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         original=args.original,
+        device=args.device,
+        precision=args.precision,
     )
     for r in records:
         print(f"{r['image']}: {r['predicted_name']} (p={r['probability']:.3f}) -> {r['dir']}")
@@ -174,7 +178,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo
 
-    path = demo(args.out, benchmark=args.benchmark, n_images=args.n, seed=args.seed)
+    path = demo(args.out, benchmark=args.benchmark, n_images=args.n, seed=args.seed, device=args.device)
     print(path)
     return 0
 
@@ -203,10 +207,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError("vitlens bench needs a CONFIG (or --init LAYOUT DIR to write one)")
     cfg = load_config(args.config)
     run_dir = args.out or f"runs/{cfg.name}"
-    res = run_study(cfg, run_dir, progress=not args.quiet)
+    if args.nproc is not None:
+        from .bench.workers import launch_local, launched_by_torchrun
+
+        if launched_by_torchrun():
+            raise InputError("--nproc starts torchrun itself; under torchrun, leave it out")
+        argv = ["bench", args.config, "--out", run_dir] + (["--quiet"] if args.quiet else [])
+        argv += [f"--{k}={v}" for k, v in (("device", args.device), ("precision", args.precision)) if v]
+        return launch_local(args.nproc, argv, args.device or cfg.device)
+    res = run_study(cfg, run_dir, progress=not args.quiet, device=args.device, precision=args.precision)
+    from .bench.workers import launched_by_torchrun
+
+    if launched_by_torchrun() and int(os.environ.get("RANK", "0")) != 0:
+        return 0  # rank 0 prints the run's summary
     print(
         f"{res['done']} units done, {res['skipped']} skipped (not applicable), {res['computed_now']} computed now "
-        f"in {res['seconds']} s -> {run_dir}; next: vitlens report {run_dir}"
+        f"by {res['workers']} worker(s) in {res['seconds']} s -> {run_dir}; next: vitlens report {run_dir}"
     )
     return 0
 
@@ -262,12 +278,13 @@ def cmd_masks(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import serve
 
-    return serve(args.model, host=args.host, port=args.port, seed=args.seed)
+    return serve(args.model, host=args.host, port=args.port, seed=args.seed, device=args.device)
 
 
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     from .explainers import list_explainers
+    from .models import PRECISIONS
     from .training import PRESETS
 
     p = argparse.ArgumentParser(prog="vitlens", description="Explain Vision Transformer decisions and measure them.")
@@ -301,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write <method>_original.png: the overlay on the original image at its original resolution",
     )
+    e.add_argument("--device", default="auto", help=DEVICE_HELP + " (default auto: CUDA, then MPS, then CPU)")
+    e.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="precision of the model forwards")
     e.set_defaults(func=cmd_explain)
 
     t = sub.add_parser(
@@ -358,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--patience", type=int, help="early stop after N epochs without better val accuracy")
     t.add_argument("--seed", type=int)
-    t.add_argument("--device", help="auto | cpu | cuda[:N]")
+    t.add_argument("--device", help=DEVICE_HELP)
     t.add_argument("--workers", type=int, help="image-loading processes (default: up to 8 on a GPU, else 0)")
     t.add_argument("--out", required=True, help="run directory (checkpoint, model.safetensors, card.json)")
     t.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
@@ -390,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--n", type=int, default=6, help="number of test images")
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--out", default="out/demo")
+    dm.add_argument("--device", default="auto", help=DEVICE_HELP)
     dm.set_defaults(func=cmd_demo)
 
     from .bench.config import builtin_configs
@@ -418,6 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="with --init: the study seed")
     b.add_argument("--force", action="store_true", help="with --init: overwrite an existing config file")
     b.add_argument("--out", help="run directory (default runs/<name>); rerun to resume")
+    b.add_argument("--device", help=DEVICE_HELP + " (default: the config's device:, else auto)")
+    b.add_argument("--precision", choices=list(PRECISIONS), help="model forwards (default: the config's, else fp32)")
+    b.add_argument(
+        "--nproc",
+        type=int,
+        help="N workers on this machine (launches torchrun --standalone --nproc-per-node N; one GPU each on CUDA)",
+    )
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_bench)
 
@@ -436,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
     sv.add_argument("--seed", type=int, default=0, help="seed for random-init weights (models without a checkpoint)")
+    sv.add_argument("--device", default="auto", help=DEVICE_HELP)
     sv.set_defaults(func=cmd_serve)
 
     mk = sub.add_parser(
@@ -463,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--seed", type=int, default=0, help="seed for a random-init --model (no checkpoint)")
     mk.add_argument("--class-map", help="JSON file {model class name or index: [COCO names]}")
     mk.add_argument("--out", help="cache directory (default DIR/.vitlens/masks/maskrcnn)")
-    mk.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    mk.add_argument("--device", default="auto", help=DEVICE_HELP)
     mk.add_argument("--batch-size", type=int, default=4)
     mk.add_argument("--min-size", type=int, default=800, help="detector resize: shorter side (default 800)")
     mk.add_argument("--max-size", type=int, default=1333, help="detector resize: longer side at most (default 1333)")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .devices import resolve_device
 from .errors import VitlensError
 from .explainers import applicable_explainers, get_explainer
 from .maps import upsample
@@ -24,7 +25,8 @@ from .viz import Row, Section, outline, overlay, render_page, save_grid
 DEMO_PARAMS = {"rise": {"n_masks": 500}, "smoothgrad": {"n_samples": 16}, "integrated_gradients": {"n_steps": 16}}
 
 
-def demo(out: str | Path, benchmark: str = "cells", n_images: int = 6, seed: int = 0) -> Path:
+def demo(out: str | Path, benchmark: str = "cells", n_images: int = 6, seed: int = 0, device: str = "auto") -> Path:
+    """Explain ``n_images`` builtin test images with every applicable method on ``device``; write the page."""
     from .data.images import to_unit_tensor
     from .data.synthetic import get_benchmark
 
@@ -37,18 +39,19 @@ def demo(out: str | Path, benchmark: str = "cells", n_images: int = 6, seed: int
         )
     if n_images < 1:
         raise VitlensError(f"--n must be >= 1, got {n_images}")
+    dev = resolve_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     samples = [bench.sample(i, seed, "test") for i in range(n_images)]
     images = np.stack([s.image for s in samples])
     sections = []
     for name in sorted(names, key=lambda n: (not n.endswith("_vit"), n)):
-        model = load_model(f"builtin:{name}")
+        model = load_model(f"builtin:{name}").to(dev)
         pre = model.preprocessing
         x = pre.normalise(to_unit_tensor(images))
         methods = applicable_explainers(model)
         results = {m: get_explainer(m, model, **DEMO_PARAMS.get(m, {})).explain(x) for m in methods}
-        probs = torch.softmax(next(iter(results.values())).logits, dim=-1)
+        probs = torch.softmax(next(iter(results.values())).logits.float(), dim=-1).cpu()
         card = model.card or {}
         acc = card.get("test_accuracy")
         sec = Section(
@@ -62,7 +65,7 @@ def demo(out: str | Path, benchmark: str = "cells", n_images: int = 6, seed: int
             pred = int(probs[i].argmax())
             panels = {}
             for m, res in results.items():
-                heat = upsample(res.maps[i : i + 1], images.shape[1:3])[0].numpy()
+                heat = upsample(res.maps[i : i + 1].cpu(), images.shape[1:3])[0].numpy()
                 panels[m] = overlay(s.image, heat)
             truth = bench.classes[s.label]
             ok = pred == s.label

@@ -18,6 +18,7 @@ from PIL import Image
 
 from .data.geometry import overlay_original
 from .data.images import prepare, read_image_info
+from .devices import resolve_device
 from .errors import InputError
 from .explainers import get_explainer
 from .files import atomic_write_json
@@ -40,16 +41,21 @@ def explain_files(
     seed: int = 0,
     model: Model | None = None,
     original: bool = False,
+    device: str | None = None,
+    precision: str = "fp32",
 ) -> list[dict[str, Any]]:
     """Explain image files with several methods (``NAME[:key=value...]`` specs); write overlays, grids, raw maps
     and a summary JSON (with how each file was read: format, bit depth, window, frames). ``target``: a class
     index or name (:func:`vitlens.specs.resolve_target`), None for the predicted class. ``original``: also
-    ``<label>_original.png``, the overlay on the original image at its original resolution."""
+    ``<label>_original.png``, the overlay on the original image at its original resolution. ``device``:
+    auto | cpu | cuda[:N] | mps (:func:`vitlens.devices.resolve_device`; None keeps a given ``model`` where it
+    is, else auto); ``precision``: the model forwards' (:meth:`vitlens.models.Model.to`)."""
     if not images:
         raise InputError("no images given")
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    model = model or load_model(model_spec, checkpoint=checkpoint, seed=seed)
+    dev = resolve_device(device) if device is not None or model is None else None
+    model = (model or load_model(model_spec, checkpoint=checkpoint, seed=seed)).to(dev, precision=precision)
     parsed = [parse_method(m) for m in methods]
     explainers = {method_label(n, p): get_explainer(n, model, **p) for n, p in parsed}
     tgt = resolve_target(target, model)
@@ -101,5 +107,6 @@ def explain_files(
                     "input": read[i][1],
                 }
             )
-    atomic_write_json(out / "summary.json", {"model": model.name, "images": records})
+    info = {"model": model.name, "device": str(model.device), "precision": model.precision, "images": records}
+    atomic_write_json(out / "summary.json", info)
     return records

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,7 +34,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
     """Call ``write(f)`` on a temporary binary file beside ``path``, then move it onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{secrets.token_hex(4)}")  # unique across processes, hosts
     try:
         with open(tmp, "wb") as f:
             write(f)

@@ -75,10 +75,17 @@ def make_server(service: Service, sock: socket.socket, log_level: str = "warning
 
 
 def serve(
-    models: list[str] | None, host: str = "127.0.0.1", port: int = 7860, *, seed: int = 0, log_level: str = "warning"
+    models: list[str] | None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    *,
+    seed: int = 0,
+    log_level: str = "warning",
+    device: str = "auto",
 ) -> int:
-    """Load the models (errors before anything listens), bind, print the address, serve until Ctrl-C."""
-    service = Service.from_specs(models, seed=seed)
+    """Load the models onto ``device`` (errors before anything listens), bind, print the address, serve until
+    Ctrl-C."""
+    service = Service.from_specs(models, seed=seed, device=device)
     sock = bind(host, port)
     if not is_loopback(host):
         print(

@@ -35,6 +35,7 @@ from PIL import Image
 
 from ..data.geometry import transform_mask
 from ..data.images import PreparedImage, prepare
+from ..devices import resolve_device
 from ..errors import InputError, ModelError
 from ..explainers import Explainer, get_explainer
 from ..metrics import get_metric
@@ -214,8 +215,11 @@ class Service:
         self.results = ResultStore()
 
     @classmethod
-    def from_specs(cls, specs: list[str] | tuple[str, ...] | None = None, seed: int = 0) -> Service:
-        """Load models by spec (default: the builtin models shipped with this installation)."""
+    def from_specs(
+        cls, specs: list[str] | tuple[str, ...] | None = None, seed: int = 0, device: str = "auto"
+    ) -> Service:
+        """Load models by spec (default: the builtin models shipped with this installation) onto ``device``."""
+        dev = resolve_device(device)
         if not specs:
             shipped = set(list_builtin())
             specs = [s for s in DEFAULT_MODELS if s.split(":", 1)[1] in shipped]
@@ -224,7 +228,7 @@ class Service:
         models: dict[str, Model] = {}
         for spec in specs:
             if spec not in models:
-                models[spec] = load_model(spec, seed=seed)
+                models[spec] = load_model(spec, seed=seed).to(dev)
         return cls(models)
 
     # ---------------------------------------------------------------------------------------- lookups

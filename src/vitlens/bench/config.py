@@ -4,6 +4,9 @@
 name: attention-study
 seed: 0
 batch_size: 16
+device: auto                    # auto | cpu | cuda[:N] | mps (--device overrides; not part of the run's identity)
+precision: fp32                 # fp32 | bf16 | fp16: the model forwards of explainers and metrics
+memory_budget_mb: 4096          # perturbation-metric forwards chunked to fit (default: the metrics' batch_size)
 datasets:
   - name: cells                 # a label for tables
     builtin: cells              # a builtin benchmark (split: test by default) ...
@@ -28,9 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VitlensError
+from ..models import PRECISIONS
 from ..specs import check_target_policy, parse_method
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+TOP_KEYS = frozenset(
+    {"name", "seed", "batch_size", "device", "precision", "memory_budget_mb", "datasets", "explainers", "metrics"}
+)
 
 
 class ConfigError(VitlensError):
@@ -91,9 +98,13 @@ class StudyConfig:
     seed: int = 0
     batch_size: int = 16
     source: str = ""
+    device: str = "auto"  # where it runs: not part of the results' identity (a run may resume elsewhere)
+    precision: str = "fp32"
+    memory_budget_mb: float | None = None  # chunking only: not part of the results' identity
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """What identifies the results: a run directory holds the results of one such dict."""
+        out = {
             "name": self.name,
             "seed": self.seed,
             "batch_size": self.batch_size,
@@ -101,6 +112,9 @@ class StudyConfig:
             "explainers": [{"name": c.name, "params": c.params} for c in self.explainers],
             "metrics": [{"name": c.name, "params": c.params, "mask": c.mask} for c in self.metrics],
         }
+        if self.precision != "fp32":  # (runs made before precision existed are fp32 and keep their identity)
+            out["precision"] = self.precision
+        return out
 
 
 def _component(raw: Any, where: str) -> Component:
@@ -196,6 +210,18 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", base_dir: Path | 
     for key in ("datasets", "explainers", "metrics"):
         if not isinstance(data.get(key), list) or not data[key]:
             raise ConfigError(f"{source}: '{key}' must be a non-empty list")
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown}; valid: {sorted(TOP_KEYS)}")
+    precision = str(data.get("precision", "fp32"))
+    if precision not in PRECISIONS:
+        raise ConfigError(f"{source}: 'precision' must be one of {list(PRECISIONS)}, got {precision!r}")
+    budget = data.get("memory_budget_mb")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        raise ConfigError(f"{source}: 'memory_budget_mb' must be a positive number of MiB, got {budget!r}")
+    device = data.get("device", "auto")
+    if not isinstance(device, str):
+        raise ConfigError(f"{source}: 'device' must be auto, cpu, cuda[:N] or mps, got {device!r}")
     cfg = StudyConfig(
         name=str(data.get("name", Path(source).stem)),
         datasets=[_dataset(d, f"{source}: datasets[{i}]", base_dir) for i, d in enumerate(data["datasets"])],
@@ -204,6 +230,9 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", base_dir: Path | 
         seed=int(data.get("seed", 0)),
         batch_size=int(data.get("batch_size", 16)),
         source=source,
+        device=device,
+        precision=precision,
+        memory_budget_mb=None if budget is None else float(budget),
     )
     _validate_names(cfg)
     return cfg

@@ -52,6 +52,14 @@ class ResultsStore:
         for sub in ("results", "maps", "units", "crops"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
+    def remove_partial(self) -> int:
+        """Delete the temporary files of writes that a killed process left behind (never read); returns how many.
+        Call only while no other process writes to this run (rank 0, before the workers start)."""
+        stale = [p for sub in ("results", "maps", "units", "crops") for p in (self.root / sub).glob(".*.tmp*")]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return len(stale)
+
     # ---------------------------------------------------------------------------------------- units
     def status(self, uid: str) -> dict[str, Any] | None:
         p = self.root / "units" / f"{uid}.json"

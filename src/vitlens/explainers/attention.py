@@ -103,9 +103,9 @@ def attention_pass(
     if grad:
         with torch.enable_grad():
             grads = rec.gradients(logits.gather(1, t[:, None]).sum())
-        attns = [a.detach() for a in rec.attentions]
+        attns = [a.detach().float() for a in rec.attentions]
     else:
-        attns = rec.attentions
+        attns = [a.float() for a in rec.attentions]  # float32 also under a bf16/fp16 autocast
     return attns, grads, logits.detach(), t
 
 

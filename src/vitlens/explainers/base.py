@@ -5,10 +5,17 @@ for the model; ``target`` is None (predicted class), an int, or a LongTensor[B];
 ``[B, h, w]`` on the patch grid (pixel grid for gradient/perturbation methods), finite, and >= 0 unless the
 method is signed. Class-specific gradients are taken of the target logit ``y_c`` (pre-softmax), as in
 Chefer et al. and vit-explain. Maps are returned unnormalised.
+
+Precision: under a model precision of ``bf16``/``fp16`` (:meth:`vitlens.models.Model.to`), the model forwards
+run in ``torch.autocast`` and every recorded attention map, feature and gradient is promoted to float32
+before an explainer computes with it. Methods that propagate relevance through every tensor of every block
+(``exact_precision``: Chefer 2021, generic attention, AttnLRP, AG-CAM, LeGrad — products of many Jacobian-like
+factors, ill-conditioned in 8-bit mantissas) run their forward in float32 whatever the setting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +49,8 @@ class Explainer:
     signed: ClassVar[bool] = False
     needs_attention: ClassVar[bool] = False
     needs_trace: ClassVar[bool] = False  # reads every tensor inside the blocks (Model.trace_blocks)
+    #: forwards in float32 whatever the model's precision (default: the relevance-propagation methods)
+    exact_precision: ClassVar[bool | None] = None
     resolution: ClassVar[str] = "patch"  # "patch" (token/feature grid) or "pixel"
     #: numeric bounds of parameters, read by :meth:`check_param` and shown by the web app's form fields
     param_ranges: ClassVar[ParamRanges] = {}
@@ -82,7 +91,9 @@ class Explainer:
         x = self.model.check_images(images)
         if target is not None:  # fail before the (expensive) forward
             self.model.resolve_target(x.new_zeros(x.shape[0], 1), target)
-        out = self._explain(x, target)
+        exact = self.needs_trace if self.exact_precision is None else self.exact_precision
+        with self.model.full_precision() if exact else contextlib.nullcontext():
+            out = self._explain(x, target)
         maps = out.maps.detach().float()
         if not torch.isfinite(maps).all():
             raise ExplainerError(f"explainer {self.name!r} produced non-finite values (model {self.model.name!r})")

@@ -221,6 +221,7 @@ class AttnLRP(Explainer):
     class_specific = True
     signed = True
     resolution = "pixel"
+    exact_precision = True  # modified backward through every layer: float32 forward whatever the precision
 
     def __init__(self, model, resolution: str = "pixel", attention_rule: str = "attnlrp") -> None:
         super().__init__(model)

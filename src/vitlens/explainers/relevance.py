@@ -216,6 +216,7 @@ class GenericAttention(Explainer):
     citation = "Chefer, Gur & Wolf 2021b (ICCV), 'Generic Attention-model Explainability'"
     class_specific = True
     needs_attention = True
+    exact_precision = True  # a chain of L relevance updates: float32 forward whatever the model's precision
 
     def _explain(self, x, target):
         attns, grads, logits, t = attention_pass(self.model, x, target, grad=True)

@@ -5,12 +5,16 @@ run through the model in chunks of at most ``batch_size`` perturbed images, one 
 map is upsampled bilinearly to the image size (values kept) before it ranks patches or pixels; ties in a
 ranking are broken by the index of the patch/pixel (row-major, lower first), so results are deterministic.
 ``batch_size`` defaults to 32: on a CPU a ViT's cost per image grows again for larger batches (deit_tiny,
-224 px: about 10% more per image at 64 than at 32); raise it on a GPU.
+224 px: about 10% more per image at 64 than at 32); raise it on a GPU, or give ``memory_mb`` instead: the
+chunk is then as many images as fit in that budget (:func:`vitlens.models.memory.chunk_for_budget`, an
+upper bound of one image's activations). On an out-of-memory error the chunk halves and the same chunk is
+tried again (logged on ``vitlens.metrics``), down to one image; results do not depend on the chunk size.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Callable, Sequence
 
@@ -18,12 +22,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..devices import is_out_of_memory
 from ..errors import MetricError
 from ..models import Model
+from ..models.memory import chunk_for_budget
 from .base import Metric, MetricInputs, MetricResult, check_choice, check_number, descending_ranks
 from .registry import register
 
 BASELINES = ("blur", "mean", "zero")
+log = logging.getLogger("vitlens.metrics")
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float, kernel_size: int) -> torch.Tensor:
@@ -64,17 +71,34 @@ def run_chunked(
     batch_size: int,
     progress: bool,
     desc: str,
+    memory_mb: float | None = None,
+    input_shape: tuple[int, int, int] | None = None,
 ) -> None:
-    """Fill ``out[b, s]`` with ``score(logits, b)`` of ``model(make(b, s))`` for every pair (b, s) given,
-    in chunks of ``batch_size`` perturbed images."""
+    """Fill ``out[b, s]`` with ``score(logits, b)`` of ``model(make(b, s))`` for every pair (b, s) given, in
+    chunks of ``batch_size`` perturbed images (or as many as fit in ``memory_mb``); a chunk that runs out of
+    memory is halved and tried again."""
     n = int(images_idx.numel())
-    starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc=desc, disable=None if progress and len(starts) > 1 else True, leave=False):
-        b = images_idx[start : start + batch_size]
-        s = steps_idx[start : start + batch_size]
-        with torch.inference_mode():
-            val = score(model(make(b, s)), b)
+    chunk = batch_size if memory_mb is None else chunk_for_budget(model, input_shape, memory_mb)
+    bar = tqdm(total=n, desc=desc, disable=None if progress and n > chunk else True, leave=False)
+    start = 0
+    while start < n:
+        b = images_idx[start : start + chunk]
+        s = steps_idx[start : start + chunk]
+        try:
+            with torch.inference_mode():
+                val = score(model(make(b, s)), b)
+        except (RuntimeError, MemoryError) as e:
+            if chunk == 1 or not (isinstance(e, MemoryError) or is_out_of_memory(e)):
+                raise
+            chunk //= 2
+            log.warning("%s: out of memory at %d images per forward; retrying with %d", desc, b.numel(), chunk)
+            if model.device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
         out[b, s] = val.to(out.dtype)
+        start += b.numel()
+        bar.update(b.numel())
+    bar.close()
 
 
 def _check_head(model: Model, name: str) -> None:
@@ -98,6 +122,7 @@ class _PatchCurve(Metric):
         kernel_size: int = 11,
         batch_size: int = 32,
         progress: bool = True,
+        memory_mb: float | None = None,
     ) -> None:
         if steps is not None:
             check_number(self.name, "steps", steps, 1, math.inf, integer=True)
@@ -114,6 +139,9 @@ class _PatchCurve(Metric):
         if kernel_size % 2 == 0:
             raise MetricError(f"metric {self.name!r}: kernel_size must be odd, got {kernel_size}")
         check_number(self.name, "batch_size", batch_size, 1, math.inf, integer=True)
+        if memory_mb is not None:
+            check_number(self.name, "memory_mb", memory_mb, 0, math.inf, lo_open=True)
+        self.memory_mb = None if memory_mb is None else float(memory_mb)
         self.steps = steps
         self.baseline = baseline
         self.patch = patch
@@ -192,6 +220,8 @@ class _PatchCurve(Metric):
             self.batch_size,
             self.progress,
             self.name,
+            self.memory_mb,
+            tuple(x.shape[1:]),
         )
         frac = n_changed.double() / p
         auc = torch.trapezoid(probs, frac, dim=1)
@@ -252,8 +282,9 @@ class Deletion(_PatchCurve):
         kernel_size: int = 11,
         batch_size: int = 32,
         progress: bool = True,
+        memory_mb: float | None = None,
     ) -> None:
-        super().__init__(steps, baseline, patch, sigma, kernel_size, batch_size, progress)
+        super().__init__(steps, baseline, patch, sigma, kernel_size, batch_size, progress, memory_mb)
 
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -288,6 +319,7 @@ class Perturbation(Metric):
         fractions: Sequence[float] = DEFAULT_FRACTIONS,
         batch_size: int = 32,
         progress: bool = True,
+        memory_mb: float | None = None,
     ) -> None:
         check_choice(self.name, "order", order, ("positive", "negative"))
         check_choice(self.name, "baseline", baseline, ("black", "zero"))
@@ -300,6 +332,9 @@ class Perturbation(Metric):
                 f"metric {self.name!r}: fractions must be increasing numbers in (0, 1], got {fractions!r}"
             )
         check_number(self.name, "batch_size", batch_size, 1, math.inf, integer=True)
+        if memory_mb is not None:
+            check_number(self.name, "memory_mb", memory_mb, 0, math.inf, lo_open=True)
+        self.memory_mb = None if memory_mb is None else float(memory_mb)
         self.order = order
         self.baseline = baseline
         self.fractions = fr
@@ -355,6 +390,8 @@ class Perturbation(Metric):
             self.batch_size,
             self.progress,
             self.name,
+            self.memory_mb,
+            tuple(x.shape[1:]),
         )
         frac = torch.tensor((0.0, *self.fractions), dtype=torch.float64, device=dev)
         return MetricResult(scores=torch.trapezoid(acc, frac, dim=1), curves=acc, x=frac)

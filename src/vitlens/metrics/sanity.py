@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import warnings
 from typing import Any
@@ -109,16 +110,20 @@ def reinitialise(mods: list[tuple[str, nn.Module]], seed: int) -> None:
     """Re-initialise the own parameters of each module from its initial distribution (``reset_parameters``:
     torch.nn.init, e.g. Kaiming-uniform for Linear/Conv, ones/zeros for norms); parameters of modules
     without one (position embeddings, class tokens, layer scales) from a truncated normal with std 0.02.
-    Seeded, leaving the global random state untouched."""
-    devices = sorted({p.device.index or 0 for _, m in mods for p in m.parameters() if p.device.type == "cuda"})
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
+    Seeded, leaving the global random state untouched. The draws happen on the CPU (each module is moved
+    there, re-initialised and moved back), so the randomised model is the same on every device."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for _, m in mods:
+            first = next(itertools.chain(m.parameters(), m.buffers()), None)
+            device = first.device if first is not None else torch.device("cpu")
+            m.to("cpu")
             if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
                 m.reset_parameters()
             else:
                 for p in m.parameters(recurse=False):
                     nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)
+            m.to(device)
 
 
 @register

@@ -26,6 +26,10 @@ from .trace import BlockTrace, HeadTrace
 
 Family = Literal["vit", "swin", "cnn"]
 
+#: model-forward precisions: ``fp32`` (no autocast), ``bf16`` / ``fp16`` (``torch.autocast`` around the forward)
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -78,7 +82,7 @@ class AttentionRecording:
             raise ExplainerError("no attention was recorded: run the forward inside record_attention()")
         if not all(a.requires_grad for a in self.attentions):
             raise ExplainerError("attention was recorded without gradients: run the forward with grad enabled")
-        return list(torch.autograd.grad(score, self.attentions))
+        return [g.float() for g in torch.autograd.grad(score, self.attentions)]
 
 
 @dataclass
@@ -92,13 +96,13 @@ class FeatureRecording:
     def features(self) -> torch.Tensor:
         if self.raw is None:
             raise ExplainerError("no features were recorded: run the forward inside record_features()")
-        return self.to_bchw(self.raw)
+        return self.to_bchw(self.raw).float()
 
     def gradient(self, score: torch.Tensor) -> torch.Tensor:
         if self.raw is None or not self.raw.requires_grad:
             raise ExplainerError("features were recorded without gradients: run the forward with grad enabled")
         (g,) = torch.autograd.grad(score, [self.raw])
-        return self.to_bchw(g)
+        return self.to_bchw(g).float()
 
 
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -128,6 +132,7 @@ class Model:
         self.preprocessing = preprocessing
         self.class_names = list(class_names) if class_names is not None else None
         self.card: dict | None = None  # model card of a builtin or trained checkpoint, if any
+        self.precision = "fp32"  # of every forward through :meth:`forward` (:meth:`to`, :meth:`full_precision`)
 
     # ----------------------------------------------------------------------------------------- basics
     def __repr__(self) -> str:
@@ -139,9 +144,31 @@ class Model:
             return p.device
         return torch.device("cpu")
 
-    def to(self, device: str | torch.device) -> Model:
-        self.module.to(device)
+    def to(self, device: str | torch.device | None = None, *, precision: str | None = None) -> Model:
+        """Move the module to ``device`` and/or set the forward ``precision`` (:data:`PRECISIONS`). The weights
+        stay float32 either way: low precision is ``torch.autocast`` around each forward, so that recorded
+        tensors can be promoted back to float32 and methods that need it run exactly (:meth:`full_precision`)."""
+        if precision is not None:
+            if precision not in PRECISIONS:
+                raise InputError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+            self.precision = precision
+        if device is not None:
+            self.module.to(device)
         return self
+
+    @contextlib.contextmanager
+    def full_precision(self) -> Iterator[None]:
+        """Forwards inside run in float32 whatever :attr:`precision` is (for ill-conditioned methods)."""
+        saved, self.precision = self.precision, "fp32"
+        try:
+            yield
+        finally:
+            self.precision = saved
+
+    def _autocast(self, device: torch.device):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[self.precision])
 
     def class_name(self, index: int) -> str:
         if self.class_names is not None and 0 <= index < len(self.class_names):
@@ -232,12 +259,17 @@ class Model:
         ``trace_blocks`` or ``record_features`` (and Captum calls it as the forward function). Errors inside
         the model become ``InputError``; a ``(cls, dist)`` tuple head gives its first output."""
         try:
-            out = self._raw_forward(x)
+            with self._autocast(x.device):
+                out = self._raw_forward(x)
+        except torch.cuda.OutOfMemoryError:
+            raise  # the caller may retry with a smaller batch (vitlens.bench)
         except (RuntimeError, AssertionError, ValueError) as e:
+            if "out of memory" in str(e).lower():
+                raise
             raise InputError(f"model {self.name!r} failed on input of shape {tuple(x.shape)}: {e}") from e
         if isinstance(out, (tuple, list)):  # some heads return (cls, dist) in train mode
             out = out[0]
-        return out
+        return out.float() if self.precision != "fp32" else out
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[None]:
