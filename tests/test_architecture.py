@@ -129,6 +129,25 @@ def test_only_adapters_import_architecture_libraries():
     assert not wrong, wrong
 
 
+def test_only_the_workers_module_knows_torch_distributed():
+    """``bench/workers.py`` is the one place that uses torch.distributed (imports or ``dist.`` / ``torch.distributed``
+    attribute chains); the runner and everything else go through its ``Workers``."""
+    wrong = []
+    for m, f in MODS.items():
+        if m == "vitlens.bench.workers":
+            continue
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Attribute) and node.attr == "distributed":
+                names = ["torch.distributed"] if isinstance(node.value, ast.Name) and node.value.id == "torch" else []
+            wrong += [f"{m}: {n}" for n in names if n.startswith("torch.distributed")]
+    assert not wrong, wrong
+
+
 def test_only_adapters_name_architecture_classes():
     """Outside the adapters no code recognises a timm / transformers class by its name (the qualified-name
     allow-lists an explainer could keep instead of asking its model's adapter)."""

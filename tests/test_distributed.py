@@ -175,3 +175,69 @@ def test_rank_zero_problems_stop_every_worker(tmp_path):
         _prepare(
             cfg, tmp_path, sources, _Peer(("the run directory holds a run of another configuration", None, "", {}))
         )
+
+
+@pytest.mark.slow
+def test_two_machines_through_a_c10d_rendezvous(study):
+    """Two torchrun agents (as on two nodes; here both on this machine) meet at a c10d rendezvous endpoint,
+    as the Slurm example does, and share the run directory."""
+    import socket
+
+    cfg, root, one = study
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = root / "nodes"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d"]
+    cmd += [f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=vitlens-test"]
+    cmd += ["-m", "vitlens", "bench", str(cfg), "--out", str(out), "--quiet"]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert_same_rows(one, frame(out))
+    run = json.loads((out / "run.json").read_text())
+    assert run["workers"] == 2 and all(w["computed"] > 0 for w in run["per_worker"])
+
+
+@pytest.mark.slow
+def test_the_slurm_example_runs_a_study_on_two_nodes(study, tmp_path):
+    """examples/slurm/study.sbatch with stand-ins for Slurm's ``srun`` (one task per node: both here) and
+    ``scontrol`` (the first node's name), on CPU workers."""
+    import shutil
+    import socket
+    import stat
+
+    cfg, _root, one = study
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text("#!/bin/bash\necho 127.0.0.1\n")
+    srun = ["#!/bin/bash", "shift  # --kill-on-bad-exit=1", 'for n in 1 2; do "$@" & done']
+    (fake / "srun").write_text("\n".join([*srun, "for n in 1 2; do wait -n || exit 1; done", ""]))
+    for f in fake.iterdir():
+        f.chmod(f.stat().st_mode | stat.S_IXUSR)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun_dir = Path(shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "").parent
+    env = {
+        **os.environ,
+        "PATH": f"{fake}:{torchrun_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_NODELIST": "node[1-2]",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_JOB_ID": "42",
+        "GPUS_PER_NODE": "1",
+        "DEVICE": "cpu",
+        "RDZV_PORT": str(port),
+        "OMP_NUM_THREADS": "1",
+    }
+    script = Path(__file__).parents[1] / "examples" / "slurm" / "study.sbatch"
+    out = tmp_path / "run"
+    res = subprocess.run(
+        ["bash", str(script), str(cfg), str(out)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert_same_rows(one, frame(out))
+    assert json.loads((out / "run.json").read_text())["workers"] == 2

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .devices import DEVICE_HELP
+from .devices import DEVICE_HELP, PRECISIONS
 from .errors import InputError, VitlensError
 from .specs import parse_kwargs, parse_value
 
@@ -284,7 +284,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     from .explainers import list_explainers
-    from .models import PRECISIONS
     from .training import PRESETS
 
     p = argparse.ArgumentParser(prog="vitlens", description="Explain Vision Transformer decisions and measure them.")

@@ -1,4 +1,5 @@
-"""The one device rule: ``"auto"`` is the first CUDA device when there is one, then Apple's MPS, else the CPU.
+"""The one device and precision rule: ``"auto"`` is the first CUDA device when there is one, then Apple's MPS,
+else the CPU; a precision (``fp32`` | ``bf16`` | ``fp16``) is ``torch.autocast`` around model forwards.
 
 Every entry point that takes a device (explain, studies, the demo, the web app, training, foreground masks)
 resolves it here, so that an unknown name or a request for a device this machine lacks is one clear
@@ -11,11 +12,29 @@ and move the result, so a map computed on a GPU uses the same masks and noise as
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .errors import InputError
 
 DEVICE_HELP = "auto | cpu | cuda[:N] | mps"
+#: model-forward precisions: ``fp32`` (no autocast), ``bf16`` / ``fp16`` (``torch.autocast`` around the forward)
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """The context a forward in ``precision`` runs in on ``device`` (nothing for fp32)."""
+    if check_precision(precision) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
 def mps_available() -> bool:

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..devices import PRECISIONS
 from ..errors import VitlensError
-from ..models import PRECISIONS
 from ..specs import check_target_policy, parse_method
 
 CONFIG_DIR = Path(__file__).parent / "configs"

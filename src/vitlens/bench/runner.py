@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..devices import is_out_of_memory, peak_memory, reset_peak_memory
+from ..devices import PRECISIONS, is_out_of_memory, peak_memory, reset_peak_memory
 from ..errors import ExplainerError, InputWarning
 from ..explainers import get_explainer
 from ..files import atomic_write_json, atomic_write_text
@@ -203,8 +203,6 @@ def run_study(
     if precision is not None:
         import dataclasses
 
-        from ..models import PRECISIONS
-
         if precision not in PRECISIONS:
             raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         cfg = dataclasses.replace(cfg, precision=precision)
@@ -281,8 +279,11 @@ def _run(cfg: StudyConfig, run_dir: Path, workers: Workers, progress: bool) -> d
                 }
                 unit_log.write(json.dumps(entry) + "\n")
                 unit_log.flush()
-            bar.update(1 if workers.world == 1 else 0)
+                if not workers.distributed:
+                    bar.update(1)
             i = workers.take()
+            if workers.distributed:  # the job's progress: units handed out so far (rank 0 shows the bar)
+                bar.update(max(0, min(i, len(units)) - bar.n))
     counts = workers.gather({"rank": workers.rank, "computed": computed, "device": str(workers.device)})
     statuses = [store.status(u["id"]) or {} for u in units]
     summary = {

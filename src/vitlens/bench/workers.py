@@ -36,8 +36,10 @@ from ..devices import resolve_device
 from ..errors import InputError
 from .config import ConfigError
 
-#: how long workers wait for each other (the barrier at the end waits for the slowest worker's last unit)
+#: how long workers wait for each other (the gather at the end waits for the slowest worker's last unit)
 TIMEOUT = datetime.timedelta(hours=float(os.environ.get("VITLENS_DIST_TIMEOUT_HOURS", "72")))
+#: how long a worker waits for the rendezvous store and for the others to join the process group
+STORE_TIMEOUT = datetime.timedelta(minutes=30)
 
 
 def launched_by_torchrun() -> bool:
@@ -160,7 +162,7 @@ def join(requested_device: str | None) -> Iterator[Workers]:
         int(os.environ["MASTER_PORT"]),
         world_size=None if agent_hosts else world,
         is_master=not agent_hosts and rank == 0,
-        timeout=TIMEOUT,
+        timeout=STORE_TIMEOUT,
     )
     store = dist.PrefixStore(f"vitlens/{run_id}/{restart}/", agent_store)
     dist.init_process_group(

@@ -19,16 +19,13 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..devices import autocast, check_precision
 from ..errors import ExplainerError, InputError, ModelError
 from .lrp_sites import SUPPORTED as LRP_SUPPORTED
 from .lrp_sites import LrpSites
 from .trace import BlockTrace, HeadTrace
 
 Family = Literal["vit", "swin", "cnn"]
-
-#: model-forward precisions: ``fp32`` (no autocast), ``bf16`` / ``fp16`` (``torch.autocast`` around the forward)
-PRECISIONS = ("fp32", "bf16", "fp16")
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -145,13 +142,12 @@ class Model:
         return torch.device("cpu")
 
     def to(self, device: str | torch.device | None = None, *, precision: str | None = None) -> Model:
-        """Move the module to ``device`` and/or set the forward ``precision`` (:data:`PRECISIONS`). The weights
-        stay float32 either way: low precision is ``torch.autocast`` around each forward, so that recorded
-        tensors can be promoted back to float32 and methods that need it run exactly (:meth:`full_precision`)."""
+        """Move the module to ``device`` and/or set the forward ``precision`` (:data:`vitlens.devices.PRECISIONS`).
+        The weights stay float32 either way: low precision is ``torch.autocast`` around each forward, so that
+        recorded tensors can be promoted back to float32 and methods that need it run exactly
+        (:meth:`full_precision`)."""
         if precision is not None:
-            if precision not in PRECISIONS:
-                raise InputError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-            self.precision = precision
+            self.precision = check_precision(precision)
         if device is not None:
             self.module.to(device)
         return self
@@ -164,11 +160,6 @@ class Model:
             yield
         finally:
             self.precision = saved
-
-    def _autocast(self, device: torch.device):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[self.precision])
 
     def class_name(self, index: int) -> str:
         if self.class_names is not None and 0 <= index < len(self.class_names):
@@ -259,7 +250,7 @@ class Model:
         ``trace_blocks`` or ``record_features`` (and Captum calls it as the forward function). Errors inside
         the model become ``InputError``; a ``(cls, dist)`` tuple head gives its first output."""
         try:
-            with self._autocast(x.device):
+            with autocast(x.device, self.precision):
                 out = self._raw_forward(x)
         except torch.cuda.OutOfMemoryError:
             raise  # the caller may retry with a smaller batch (vitlens.bench)
