@@ -187,6 +187,8 @@ class Model:
             raise InputError(f"images must be a torch.Tensor [B,C,H,W], got {type(images).__name__}")
         if images.ndim != 4:
             raise InputError(f"images must have shape [B,C,H,W], got shape {tuple(images.shape)}")
+        if images.is_meta:
+            raise InputError("images are on the 'meta' device (shapes without data); give real tensors")
         if not images.is_floating_point():
             raise InputError(f"images must be a float tensor already normalised for the model, got {images.dtype}")
         c = self.preprocessing.in_chans
@@ -211,19 +213,28 @@ class Model:
             return torch.full((b,), -1, dtype=torch.long, device=logits.device)
         if target is None:
             return logits.argmax(dim=-1)
-        if isinstance(target, bool):
-            raise InputError(f"target must be None, an int or a LongTensor[B], got {target!r}")
+        if isinstance(target, bool) or isinstance(target, (str, bytes, float)):
+            hint = " (class names: vitlens.specs.resolve_target(name, model))" if isinstance(target, str) else ""
+            raise InputError(f"target must be None, an int or a LongTensor[B] of class indices, got {target!r}{hint}")
         if isinstance(target, int):
-            t = torch.full((b,), target, dtype=torch.long)
+            t = torch.full((b,), target, dtype=torch.long) if -(2**63) <= target < 2**63 else None
+            if t is None:
+                raise InputError(f"target class {target} is out of range: model {self.name!r} has {self.num_classes}")
         else:
-            t = torch.as_tensor(target)
-            if t.is_floating_point() or t.is_complex():
+            try:
+                t = torch.as_tensor(target)
+            except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+                raise InputError(f"target must be None, an int or a LongTensor[B], got {target!r} ({e})") from None
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
                 raise InputError(f"target must hold integer class indices, got dtype {t.dtype}")
-            t = t.long().reshape(-1)
-            if t.numel() == 1 and b > 1:
-                t = t.expand(b)
-            if t.numel() != b:
-                raise InputError(f"target has {t.numel()} entries for a batch of {b} images")
+            if t.ndim == 0:  # a single class for every image, like an int
+                t = t.long().expand(b)
+            elif t.ndim != 1 or t.numel() != b:
+                raise InputError(
+                    f"target has {t.numel()} entries of shape {tuple(t.shape)} for a batch of {b} images: give an "
+                    f"int or one class per image (shape [{b}])"
+                )
+            t = t.long().cpu()
         bad = (t < 0) | (t >= self.num_classes)
         if bad.any():
             raise InputError(

@@ -77,6 +77,12 @@ def apply_state_dict(module: nn.Module, sd: dict[str, torch.Tensor], source: str
             + "; ".join(parts)
             + " — check the architecture name, its kwargs (img_size, patch_size, ...) and num_classes"
         )
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelError(
+            f"checkpoint {source} holds NaN or infinite values in {len(bad)} tensor(s) (e.g. {bad[:3]}): "
+            "the weights are broken (a diverged run or a damaged file)"
+        )
     module.load_state_dict(sd, strict=True)
 
 
@@ -290,12 +296,30 @@ def load_model(
         prefix, ref = "", spec
     sd = load_state_dict(checkpoint) if checkpoint is not None else None
 
+    card_dir = None
     if prefix == "builtin":
         from .builtin import builtin_path
 
-        return load_card_dir(builtin_path(ref), name=spec)
-    if prefix == "" and Path(ref).is_dir() and (Path(ref) / CARD_NAME).is_file():
-        return load_card_dir(Path(ref), name=Path(ref).name)
+        card_dir, name = builtin_path(ref), spec
+    elif prefix == "" and Path(ref).is_dir() and (Path(ref) / CARD_NAME).is_file():
+        card_dir, name = Path(ref), Path(ref).name
+    if card_dir is not None:  # the card fixes architecture and classes; a checkpoint replaces the weights
+        ignored = [k for k, v in (("pretrained", pretrained), ("model kwargs", model_kwargs)) if v]
+        if ignored:
+            raise ModelError(
+                f"{spec!r} is a vitlens model directory: its card fixes the model, so {ignored} cannot apply"
+            )
+        model = load_card_dir(card_dir, name=name)
+        if num_classes is not None and num_classes != model.num_classes:
+            raise ModelError(f"{spec!r} has {model.num_classes} classes (its card), not num_classes={num_classes}")
+        if class_names is not None:
+            if len(class_names) != model.num_classes:
+                raise ModelError(f"{spec!r} has {model.num_classes} classes, got {len(class_names)} class names")
+            model.class_names = list(class_names)
+        if sd is not None:
+            apply_state_dict(model.module, sd, str(checkpoint))
+            model.card = {**(model.card or {}), "checkpoint": str(checkpoint)}
+        return model
     if prefix in ("timm", ""):
         import timm
 
