@@ -62,6 +62,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         original=args.original,
         device=args.device,
         precision=args.precision,
+        max_pixels=args.max_pixels,
     )
     for r in records:
         print(f"{r['image']}: {r['predicted_name']} (p={r['probability']:.3f}) -> {r['dir']}")
@@ -281,8 +282,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args.model, host=args.host, port=args.port, seed=args.seed, device=args.device)
 
 
+def _pixels(text: str) -> int:
+    """``--max-pixels``: a pixel count, ``40000000`` or ``40e6``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of pixels (e.g. 40e6)") from None
+    if not 1 <= value < 2**62:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of pixels (e.g. 40e6)")
+    return int(value)
+
+
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
+    from .data.images import MAX_PIXELS
     from .explainers import list_explainers
     from .training import PRESETS
 
@@ -318,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write <method>_original.png: the overlay on the original image at its original resolution",
     )
     e.add_argument("--device", default="auto", help=DEVICE_HELP + " (default auto: CUDA, then MPS, then CPU)")
+    e.add_argument(
+        "--max-pixels",
+        type=_pixels,
+        default=MAX_PIXELS,
+        help="refuse larger images before decoding (default 40e6; e.g. 400e6 for pathology tiles)",
+    )
     e.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="precision of the model forwards")
     e.set_defaults(func=cmd_explain)
 
@@ -526,6 +545,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print("vitlens: error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
+        return 2
+    except OSError as e:  # the file system refused (permissions, a full disk, a file where a folder goes)
+        if debug:
+            raise
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"vitlens: error:{where}: {e.strerror or e}", file=sys.stderr)
         return 2
 
 

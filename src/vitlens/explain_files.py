@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from .data.geometry import overlay_original
-from .data.images import prepare, read_image_info
+from .data.images import MAX_PIXELS, prepare, read_image_info
 from .devices import resolve_device
 from .errors import InputError
 from .explainers import get_explainer
@@ -43,30 +43,39 @@ def explain_files(
     original: bool = False,
     device: str | None = None,
     precision: str = "fp32",
+    max_pixels: int = MAX_PIXELS,
 ) -> list[dict[str, Any]]:
     """Explain image files with several methods (``NAME[:key=value...]`` specs); write overlays, grids, raw maps
     and a summary JSON (with how each file was read: format, bit depth, window, frames). ``target``: a class
     index or name (:func:`vitlens.specs.resolve_target`), None for the predicted class. ``original``: also
     ``<label>_original.png``, the overlay on the original image at its original resolution. ``device``:
     auto | cpu | cuda[:N] | mps (:func:`vitlens.devices.resolve_device`; None keeps a given ``model`` where it
-    is, else auto); ``precision``: the model forwards' (:meth:`vitlens.models.Model.to`)."""
+    is, else auto); ``precision``: the model forwards' (:meth:`vitlens.models.Model.to`); ``max_pixels``: larger
+    files are refused before decoding (default 40 MP; raise it for pathology tiles or mammograms)."""
     if not images:
         raise InputError("no images given")
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    if not methods:
+        raise InputError("no explainer given: name at least one method, e.g. --method rollout,gradcam")
     dev = resolve_device(device) if device is not None or model is None else None
     model = (model or load_model(model_spec, checkpoint=checkpoint, seed=seed)).to(dev, precision=precision)
     parsed = [parse_method(m) for m in methods]
     explainers = {method_label(n, p): get_explainer(n, model, **p) for n, p in parsed}
     tgt = resolve_target(target, model)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"--out {out}: a file of that name is in the way; give a directory") from None
+    except OSError as e:
+        raise InputError(f"--out {out}: cannot create the output directory ({e.strerror or e})") from None
     stems: dict[str, int] = {}
     records: list[dict[str, Any]] = []
     paths = [Path(p) for p in images]
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        read = [read_image_info(p) for p in chunk]
+        read = [read_image_info(p, max_pixels) for p in chunk]
         prepared = [prepare(img, model.preprocessing) for img, _ in read]
         x = torch.stack([p.tensor for p in prepared])
         results = {label: e.explain(x, tgt) for label, e in explainers.items()}

@@ -25,6 +25,7 @@ the original image with :mod:`vitlens.data.geometry`.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,11 +108,28 @@ def _warn_frames(name: str, frames: int) -> None:
         warnings.warn(f"{name} has {frames} frames (pages); only the first is used", InputWarning, stacklevel=4)
 
 
-def _read_pil(p: Path) -> tuple[Image.Image, dict[str, Any]]:
+def _limit_text(max_pixels: int) -> str:
+    return f"the {max_pixels / 1e6:g} MP limit (raise it with --max-pixels / max_pixels=)"
+
+
+@contextlib.contextmanager
+def _pil_pixel_limit(max_pixels: int):
+    """PIL refuses images over twice ``Image.MAX_IMAGE_PIXELS`` as decompression bombs: raise its limit while a
+    file under vitlens' own (larger) ``max_pixels`` is read."""
+    saved = Image.MAX_IMAGE_PIXELS
+    if saved is not None and max_pixels > saved:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
-        with Image.open(p) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise InputError(f"image {p}: {im.width}x{im.height} exceeds the {MAX_PIXELS // 1_000_000} MP limit")
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _read_pil(p: Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, dict[str, Any]]:
+    try:
+        with _pil_pixel_limit(max_pixels), Image.open(p) as im:
+            if im.width * im.height > max_pixels:
+                raise InputError(f"image {p}: {im.width}x{im.height} exceeds {_limit_text(max_pixels)}")
             fmt, mode = im.format or "?", im.mode
             frames = int(getattr(im, "n_frames", 1) or 1)
             _warn_frames(f"image {p}", frames)
@@ -315,7 +333,7 @@ def dicom_to_rgb(ds, name: str, *, max_pixels: int = MAX_PIXELS) -> tuple[Image.
 
     w, h = dicom_frame_size(ds, name)
     if w * h > max_pixels:
-        raise InputError(f"{name}: {w}x{h} exceeds the {max_pixels // 1_000_000} MP limit")
+        raise InputError(f"{name}: {w}x{h} exceeds {_limit_text(max_pixels)}")
     problem = dicom_decoder_problem(ds)
     if problem:
         raise InputError(f"{name}: {problem}")
@@ -384,22 +402,25 @@ def dicom_to_rgb(ds, name: str, *, max_pixels: int = MAX_PIXELS) -> tuple[Image.
         raise InputError(f"{name}: the DICOM pixel data cannot be decoded ({detail})") from e
 
 
-def _read_dicom(p: Path) -> tuple[Image.Image, dict[str, Any]]:
-    return dicom_to_rgb(read_dicom_dataset(p, f"image {p}"), f"image {p}")
+def _read_dicom(p: Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, dict[str, Any]]:
+    return dicom_to_rgb(read_dicom_dataset(p, f"image {p}"), f"image {p}", max_pixels=max_pixels)
 
 
 # ------------------------------------------------------------------------------------------ entry points
-def read_image_info(path: str | Path) -> tuple[Image.Image, dict[str, Any]]:
+def read_image_info(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, dict[str, Any]]:
     """Read an image file as RGB and say how: ``(image, info)`` with info keys ``format``, ``mode`` (PIL mode,
     or the DICOM photometric interpretation), ``bits``, ``photometric``, ``window`` (``None`` or a dict: kind
     ``percentile`` with low/high, ``dicom-window`` with center/width/function, ``voi-lut``), ``frames``,
-    ``inverted``, ``size`` (W, H) and format-specific extras (see the module docstring)."""
+    ``inverted``, ``size`` (W, H) and format-specific extras (see the module docstring). Files of more than
+    ``max_pixels`` pixels (default :data:`MAX_PIXELS`) are refused from their header, before decoding."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"image {p}: no such file")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise InputError(f"max_pixels must be a positive number of pixels, got {max_pixels!r}")
     if is_dicom(p):
-        return _read_dicom(p)
-    return _read_pil(p)
+        return _read_dicom(p, max_pixels)
+    return _read_pil(p, max_pixels)
 
 
 def load_image(path: str | Path) -> Image.Image:
