@@ -1,8 +1,10 @@
 """File helpers every writer shares: sha256 fingerprints and atomic writes.
 
-An atomic write goes to a temporary file in the same directory, is flushed to disk, and replaces the target
-with ``os.replace`` (atomic on POSIX and Windows), so that a run killed mid-write leaves either the old file
-or the new one, never a torn one; the temporary file is removed when the write fails.
+An atomic write goes to a temporary file in the same directory (a name unique to the process and host), is
+flushed to disk (``fsync``), and replaces the target with ``os.replace`` (atomic on POSIX and Windows); the
+directory is then fsynced too, so that after a power loss the new name points at the new data. A run killed
+mid-write leaves either the old file or the new one, never a torn or empty one; the temporary file is removed
+when the write fails.
 """
 
 from __future__ import annotations
@@ -41,10 +43,25 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

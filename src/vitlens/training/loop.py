@@ -17,7 +17,7 @@ from torch import nn
 
 from ..devices import resolve_device
 from ..errors import VitlensError
-from ..files import atomic_write, atomic_write_json
+from ..files import atomic_write, atomic_write_bytes, atomic_write_json
 from ..models.base import Preprocessing
 from ..models.loading import CARD_NAME, WEIGHTS_NAME
 from .config import TrainConfig, as_json, check_config, is_builtin_data
@@ -183,7 +183,16 @@ def _finished(cfg: TrainConfig, state: dict[str, Any]) -> bool:
 
 
 def _load_checkpoint(path: Path, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(ckpt, dict) or not {"model", "optimizer", "state", "config"} <= set(ckpt):
+            raise ValueError("not a vitlens training checkpoint")
+    except Exception as e:  # truncated or damaged file (RuntimeError, EOFError, pickle errors, ...)
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise VitlensError(
+            f"{path} cannot be read to resume ({type(e).__name__}: {first}); it is damaged or not a vitlens "
+            "checkpoint: delete it or rerun with --no-resume"
+        ) from None
     defaults = {  # options added after the checkpoint was written count with their default value
         f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
     }
@@ -199,7 +208,8 @@ def train(
 
     ``resume``: continue from ``OUT/checkpoint.pt`` (same config required); a run that already finished
     returns its card without computing anything. ``workers``: processes that read images from disk."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+    from safetensors.torch import save as save_safetensors
     from tqdm.auto import tqdm
 
     check_config(cfg)
@@ -232,6 +242,9 @@ def train(
                 return card  # finished earlier: nothing to compute
     elif ckpt_path.exists():
         ckpt_path.unlink()
+    # a directory with card.json is a finished model: until this run writes its own card, it is not one
+    # (else a killed run would leave its new weights beside the previous run's card)
+    card_path.unlink(missing_ok=True)
 
     torch.manual_seed(cfg.seed)
     model, pretrained_info = create_model(cfg, len(classes), load_pretrained=ckpt is None)
@@ -292,9 +305,8 @@ def train(
         state["history"].append(rec)
         if val["accuracy"] > state["best_acc"]:
             state.update(best_acc=val["accuracy"], best_loss=val["loss"], best_epoch=epoch, stale=0)
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / WEIGHTS_NAME)
-            )
+            weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            atomic_write_bytes(out / WEIGHTS_NAME, save_safetensors(weights))
         else:
             state["stale"] += 1
         state["epoch"] = epoch

@@ -203,7 +203,10 @@ def _apply(kind: str, table: dict[str, TrainConfig], name: str, overrides: dict)
 
 
 def get_recipe(name: str, **overrides) -> TrainConfig:
-    """A builtin model's recipe; options given (not None) replace the recipe's."""
+    """A builtin model's recipe; ``model_kwargs`` are merged into the recipe's (``depth=1`` keeps its
+    ``img_size`` and ``patch_size``), other options given (not None) replace the recipe's."""
+    if name in RECIPES and overrides.get("model_kwargs") is not None:
+        overrides = {**overrides, "model_kwargs": {**RECIPES[name].model_kwargs, **overrides["model_kwargs"]}}
     return _apply("recipe", RECIPES, name, overrides)
 
 
