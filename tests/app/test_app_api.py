@@ -374,3 +374,25 @@ def test_malformed_requests(client):
     )
     r = post(client, {"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"]}, sample_png())
     one_line_error(r, 400, "either")
+
+
+@pytest.mark.parametrize(
+    "method,params,needle",
+    [
+        ("rise", {"n_masks": 10**9}, "rise n_masks=1000000000 is more than the web app allows (8000)"),
+        ("smoothgrad", {"n_samples": 10**6}, "smoothgrad n_samples=1000000 is more than the web app allows (200)"),
+        ("integrated_gradients", {"n_steps": 10**6}, "n_steps=1000000 is more than the web app allows (200)"),
+    ],
+)
+def test_cost_parameters_are_bounded_before_any_work(client, method, params, needle):
+    settings = {"model": "builtin:cells_vit", "sample": "cells/0", "methods": [{"name": method, "params": params}]}
+    one_line_error(post(client, settings), 400, needle)
+    fields = {m["name"]: m["params"] for m in client.get("/api/models").json()[0]["methods"]}
+    (field,) = [f for f in fields[method] if f["name"] == next(iter(params))]
+    assert field["max"] == int(needle.split("(")[-1].rstrip(")"))  # the form offers no more than the server takes
+
+
+def test_an_out_of_range_target_number_is_a_400(client):
+    settings = {"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"]}
+    one_line_error(post(client, {**settings, "target": 10**20}), 400, "out of range")
+    one_line_error(post(client, {**settings, "target": "100000000000000000000"}), 400, "out of range")

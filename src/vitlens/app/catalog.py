@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import VitlensError
+from ..errors import InputError, VitlensError
 from ..explainers import applicable_explainers, explainer_class, explainer_info
 from ..models import HEAD_FUSIONS, Model
 
@@ -38,6 +38,27 @@ PARAM_HINTS: dict[str, dict[str, Any]] = {
     },
     "layer": {"kind": "layer", "help": "where Grad-CAM reads the features (default: the last block or stage)"},
 }
+
+
+#: cost parameters the web app bounds (the library does not): one request must not hold a model for minutes or
+#: allocate gigabytes. Each cap is the largest value the form offers; larger values are refused with a message.
+COST_LIMITS: dict[str, dict[str, int]] = {
+    "rise": {"n_masks": 8000, "batch_size": 256, "grid_size": 64},
+    "smoothgrad": {"n_samples": 200, "batch_size": 256},
+    "integrated_gradients": {"n_steps": 200, "internal_batch_size": 256},
+    "occlusion": {"batch_size": 512},
+}
+
+
+def check_cost(explainer: str, params: dict[str, Any]) -> None:
+    """Refuse cost parameters above :data:`COST_LIMITS` (a VitlensError naming the cap)."""
+    for param, cap in COST_LIMITS.get(explainer, {}).items():
+        value = params.get(param)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
+            raise InputError(
+                f"{explainer} {param}={value} is more than the web app allows ({cap}); use `vitlens explain` "
+                "for larger settings"
+            )
 
 
 def _jsonable(v: Any) -> Any:
@@ -79,6 +100,8 @@ def param_spec(explainer: str, param: str, default: Any, model: Model) -> dict[s
     (``explainer_info(name)["ranges"]``), the same declaration its constructor validates with."""
     spec: dict[str, Any] = {"name": param, "default": _jsonable(default)}
     spec.update(explainer_info(explainer)["ranges"].get(param, {}))
+    if param in COST_LIMITS.get(explainer, {}):
+        spec["max"] = COST_LIMITS[explainer][param]
     hint = PARAM_HINTS.get(param)
     if hint is not None:
         spec.update(hint)

@@ -43,7 +43,7 @@ from ..models import Model, list_builtin, load_model
 from ..specs import method_label, parse_method, parse_value, resolve_target
 from ..viz import outline_rgba
 from . import render
-from .catalog import BuiltinSample, get_sample, method_specs, param_defaults
+from .catalog import BuiltinSample, check_cost, get_sample, method_specs, param_defaults
 from .uploads import DecodedImage
 
 DEFAULT_MODELS = tuple(
@@ -315,6 +315,7 @@ class Service:
             labels: dict[str, int] = {}
             explainers: list[tuple[str, Explainer]] = []
             for name, params in settings.methods:
+                check_cost(name, params)
                 e = get_explainer(name, model, **params)  # unknown, bad parameters, not applicable: ExplainerError
                 defaults = param_defaults(name)
                 label = method_label(name, {k: v for k, v in params.items() if k not in defaults or defaults[k] != v})
