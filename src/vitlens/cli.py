@@ -279,7 +279,7 @@ def cmd_masks(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import serve
 
-    return serve(args.model, host=args.host, port=args.port, seed=args.seed, device=args.device)
+    return serve(args.model, host=args.host, port=args.port, seed=args.seed, device=args.device, token=args.token)
 
 
 def _pixels(text: str) -> int:
@@ -475,13 +475,17 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="web app: explain images in the browser, compare methods, scores",
         description="Serves the builtin models unless --model is given. Binds only --host (default: this "
-        "machine only); the app has no authentication.",
+        "machine only); beyond this machine, set --token.",
     )
     sv.add_argument("--model", action="append", help="model spec to serve (repeatable); default: the builtin models")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
     sv.add_argument("--seed", type=int, default=0, help="seed for random-init weights (models without a checkpoint)")
     sv.add_argument("--device", default="auto", help=DEVICE_HELP)
+    sv.add_argument(
+        "--token",
+        help="require this access token on every API call (default: $VITLENS_TOKEN; the printed address carries it)",
+    )
     sv.set_defaults(func=cmd_serve)
 
     mk = sub.add_parser(

@@ -140,3 +140,30 @@ def test_upload_two_methods_overlays_scores_download(browser, server_url, tmp_pa
     assert page.locator("figure[data-testid=overlay]").count() == 0  # old results are not shown for the new image
     assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
     page.close()
+
+
+def test_the_page_works_behind_a_token(browser, service):
+    """Served with --token, the page opened at the printed address (/?token=...) loads its models, explains a
+    sample and links the download with the token; opened without it, it says the token is needed."""
+    from vitlens.app.server import BackgroundServer
+
+    with BackgroundServer(service, token="tok-123") as url:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(url + "?token=tok-123")
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        page.select_option("#model", "builtin:cells_vit")
+        for box in page.locator("input.method-check").all():
+            box.uncheck()
+        page.check("#m-rollout")
+        page.click("#run")
+        page.wait_for_selector("figure[data-testid=overlay] img.heat", timeout=60_000)
+        assert not page.locator("#error").is_visible()
+        assert page.locator("#download").get_attribute("href").endswith("&token=tok-123")
+        with page.expect_download() as dl:
+            page.click("#download")
+        assert "settings.json" in zipfile.ZipFile(dl.value.path()).namelist()
+
+        bare = browser.new_page()
+        bare.goto(url)
+        bare.wait_for_selector("#error:not([hidden])", timeout=30_000)
+        assert "access token" in bare.locator("#error-text").inner_text()

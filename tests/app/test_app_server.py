@@ -120,3 +120,43 @@ def test_serve_help_lists_its_options(capsys):
     out = capsys.readouterr().out
     for opt in ("--model", "--host", "--port", "127.0.0.1"):
         assert opt in out
+
+
+def test_a_token_guards_every_api_call(service):
+    """With --token, the API answers 401 without it and works with it (header or query); the page loads."""
+    import httpx
+
+    from vitlens.app.server import BackgroundServer
+
+    with BackgroundServer(service, token="s3cret") as url:
+        assert httpx.get(url).status_code == 200  # the page itself holds no data
+        for path in ("api/health", "api/models", "api/results/x.zip"):
+            r = httpx.get(url + path)
+            assert r.status_code == 401 and "access token" in r.json()["error"]
+            assert httpx.get(url + path, headers={"X-Vitlens-Token": "wrong"}).status_code == 401
+        assert httpx.get(url + "api/health", headers={"X-Vitlens-Token": "s3cret"}).json()["ok"] is True
+        assert httpx.get(url + "api/models?token=s3cret").status_code == 200
+        settings = {"model": next(iter(service.entries)), "sample": "cells/0", "methods": ["rollout"]}
+        r = httpx.post(url + "api/explain", json=settings, headers={"X-Vitlens-Token": "s3cret"}, timeout=60)
+        assert r.status_code == 200 and r.json()["methods"]
+
+
+def test_serving_beyond_loopback_without_a_token_warns(monkeypatch, capsys):
+    import vitlens.app.server as server
+
+    class Stop(Exception):
+        pass
+
+    def no_run(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(server, "make_server", no_run)
+    monkeypatch.delenv("VITLENS_TOKEN", raising=False)
+    with pytest.raises(Stop):
+        server.serve(["builtin:cells_vit"], host="0.0.0.0", port=0)
+    assert "without a token" in capsys.readouterr().err
+    monkeypatch.setenv("VITLENS_TOKEN", "abc")
+    with pytest.raises(Stop):
+        server.serve(["builtin:cells_vit"], host="0.0.0.0", port=0)
+    captured = capsys.readouterr()
+    assert "without a token" not in captured.err and "?token=abc" in captured.out

@@ -19,6 +19,7 @@ are read, and bodies without one are cut off once they pass it (:class:`BodyLimi
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from typing import Any
@@ -57,6 +58,38 @@ def error(status: int, message: str) -> JSONResponse:
 
 class _TooLarge(Exception):
     pass
+
+
+class TokenGate:
+    """ASGI middleware: with a token set, every ``/api/`` request must present it, in an ``X-Vitlens-Token``
+    header (the page's requests) or a ``token`` query parameter (links, e.g. the download); else 401. The page
+    itself (``/``, its script and style) holds no data and is served to anyone; it reads the token from its
+    own address (``/?token=...``, the address ``vitlens serve`` prints)."""
+
+    def __init__(self, app, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    def _presented(self, scope) -> bytes:
+        for key, value in scope.get("headers", []):
+            if key == b"x-vitlens-token":
+                return value
+        for part in scope.get("query_string", b"").split(b"&"):
+            name, _, value = part.partition(b"=")
+            if name == b"token":
+                from urllib.parse import unquote_to_bytes
+
+                return unquote_to_bytes(value)
+        return b""
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            if not hmac.compare_digest(self._presented(scope), self.token):
+                await error(401, "this server requires its access token: open the address `vitlens serve` printed")(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:
@@ -143,11 +176,14 @@ async def read_request(request: Request, *, need_methods: bool):
     return parse_settings(parsed, need_methods=need_methods), upload
 
 
-def create_app(service: Service) -> FastAPI:
-    """The FastAPI application serving ``service`` (no docs UI: it would load scripts from a CDN)."""
+def create_app(service: Service, token: str | None = None) -> FastAPI:
+    """The FastAPI application serving ``service`` (no docs UI: it would load scripts from a CDN); with a
+    ``token``, every API call must present it (:class:`TokenGate`)."""
     app = FastAPI(title="vitlens", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=MAX_UPLOAD_BYTES + FORM_OVERHEAD)
+    if token:
+        app.add_middleware(TokenGate, token=token)  # added last: runs first
 
     @app.exception_handler(UploadError)
     async def _upload_error(_request: Request, e: UploadError):

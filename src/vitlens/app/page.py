@@ -186,9 +186,14 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
+// `vitlens serve --token T` prints the address /?token=T: every API call then presents it
+const TOKEN = new URLSearchParams(location.search).get('token');
+
 async function api(path, options) {
   let response;
-  try { response = await fetch(path, options); }
+  const opts = { ...(options || {}) };
+  if (TOKEN) opts.headers = { ...(opts.headers || {}), 'X-Vitlens-Token': TOKEN };
+  try { response = await fetch(path, opts); }
   catch (err) { throw new Error('The server cannot be reached. Is `vitlens serve` still running?'); }
   let body = null;
   try { body = await response.json(); } catch (err) { body = null; }
@@ -381,7 +386,10 @@ function applyOpacity() {
   const a = Number($('opacity').value);
   $('opacity-value').textContent = a.toFixed(2);
   for (const img of document.querySelectorAll('.stack img.heat')) img.style.opacity = String(a);
-  if (state.result) $('download').href = `${state.result.download_url}?opacity=${a}`;
+  if (state.result) {
+    const token = TOKEN ? `&token=${encodeURIComponent(TOKEN)}` : '';
+    $('download').href = `${state.result.download_url}?opacity=${a}${token}`;
+  }
 }
 
 function methodTile(m, image) {

@@ -9,11 +9,13 @@ authentication. :class:`BackgroundServer` runs the same server in a thread (test
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import sys
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 import uvicorn
 
@@ -60,9 +62,11 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
-def make_server(service: Service, sock: socket.socket, log_level: str = "warning") -> uvicorn.Server:
+def make_server(
+    service: Service, sock: socket.socket, log_level: str = "warning", token: str | None = None
+) -> uvicorn.Server:
     config = uvicorn.Config(
-        create_app(service),
+        create_app(service, token=token),
         log_level=log_level,
         access_log=False,
         limit_concurrency=LIMIT_CONCURRENCY,
@@ -82,19 +86,23 @@ def serve(
     seed: int = 0,
     log_level: str = "warning",
     device: str = "auto",
+    token: str | None = None,
 ) -> int:
     """Load the models onto ``device`` (errors before anything listens), bind, print the address, serve until
-    Ctrl-C."""
+    Ctrl-C. ``token`` (or the ``VITLENS_TOKEN`` environment variable): every API call must present it; the
+    printed address carries it."""
+    token = token or os.environ.get("VITLENS_TOKEN") or None
     service = Service.from_specs(models, seed=seed, device=device)
     sock = bind(host, port)
-    if not is_loopback(host):
+    if not is_loopback(host) and not token:
         print(
-            f"vitlens: warning: listening on {host}: anyone who can reach this address can use the app "
-            "(it has no authentication)",
+            f"vitlens: warning: listening on {host} without a token: anyone who can reach this address can use "
+            "the app; pass --token (or set VITLENS_TOKEN)",
             file=sys.stderr,
         )
-    print(f"vitlens: serving {', '.join(service.entries)} at {url_of(sock)} (Ctrl-C to stop)", flush=True)
-    make_server(service, sock, log_level).run(sockets=[sock])
+    url = url_of(sock) + (f"?token={quote(token)}" if token else "")
+    print(f"vitlens: serving {', '.join(service.entries)} at {url} (Ctrl-C to stop)", flush=True)
+    make_server(service, sock, log_level, token=token).run(sockets=[sock])
     return 0
 
 
