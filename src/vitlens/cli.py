@@ -279,7 +279,15 @@ def cmd_masks(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import serve
 
-    return serve(args.model, host=args.host, port=args.port, seed=args.seed, device=args.device, token=args.token)
+    return serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        device=args.device,
+        token=args.token,
+        time_budget_s=args.time_budget,
+    )
 
 
 def _pixels(text: str) -> int:
@@ -485,6 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--token",
         help="require this access token on every API call (default: $VITLENS_TOKEN; the printed address carries it)",
+    )
+    sv.add_argument(
+        "--time-budget",
+        type=float,
+        default=120.0,
+        help="seconds one explanation may take, waiting for the model included (default 120)",
     )
     sv.set_defaults(func=cmd_serve)
 

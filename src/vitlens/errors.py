@@ -31,5 +31,9 @@ class MetricError(VitlensError):
     """An unknown metric, a bad metric parameter, or inputs (maps, masks, boxes) a metric cannot score."""
 
 
+class Cancelled(VitlensError):
+    """Work stopped before it finished: its caller went away or its time budget was spent."""
+
+
 class InputWarning(UserWarning):
     """Input vitlens can use but only in part (e.g. the first frame of a multi-frame DICOM or multi-page TIFF)."""

@@ -160,3 +160,88 @@ def test_serving_beyond_loopback_without_a_token_warns(monkeypatch, capsys):
         server.serve(["builtin:cells_vit"], host="0.0.0.0", port=0)
     captured = capsys.readouterr()
     assert "without a token" not in captured.err and "?token=abc" in captured.out
+
+
+def _slow(spec):
+    return {"model": spec, "sample": "cells/0", "methods": [{"name": "rise", "params": {"n_masks": 8000}}]}
+
+
+def test_an_explanation_over_the_time_budget_stops_with_a_message():
+    import time
+
+    from vitlens.app.server import BackgroundServer
+    from vitlens.app.service import Service
+
+    svc = Service.from_specs(["builtin:cells_vit"], time_budget_s=0.5)
+    with BackgroundServer(svc) as url:
+        t0 = time.monotonic()
+        r = httpx.post(url + "api/explain", json=_slow("builtin:cells_vit"), timeout=120)
+        took = time.monotonic() - t0
+    assert r.status_code == 503 and "time budget of 0.5 s" in r.json()["error"]
+    assert took < 10, took  # stopped within a forward or two of the budget, not after 8000 masks
+
+
+@pytest.mark.slow
+def test_a_client_that_goes_away_frees_the_model_for_the_next_request():
+    """A RISE request whose client disconnects after 1 s stops at its next forward: the next request for the
+    same model gets the lock at once instead of after the 8000 masks."""
+    import time
+
+    from vitlens.app.server import BackgroundServer
+    from vitlens.app.service import Service, parse_settings
+
+    svc = Service.from_specs(["builtin:cells_vit"], time_budget_s=600)
+    with BackgroundServer(svc) as url:
+        t0 = time.monotonic()
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(url + "api/explain", json=_slow("builtin:cells_vit"), timeout=1.0)
+        fast = {"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"], "metrics": False}
+        r = httpx.post(url + "api/explain", json=fast, timeout=120)
+        took = time.monotonic() - t0
+    assert r.status_code == 200, r.text
+    # the reference: a twentieth of the abandoned work (400 of its 8000 masks), timed on its own
+    ref = Service.from_specs(["builtin:cells_vit"], time_budget_s=600)
+    small = {**_slow("builtin:cells_vit"), "methods": [{"name": "rise", "params": {"n_masks": 400}}], "metrics": False}
+    t1 = time.monotonic()
+    ref.explain(parse_settings(small, need_methods=True))
+    twentieth = time.monotonic() - t1
+    assert took < 1.0 + twentieth, (took, twentieth)  # the 8000 masks were not computed
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_server_during_a_long_request():
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vitlens", "serve", "--model", "builtin:cells_vit", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = re.search(r"(http://\S+/)", proc.stdout.readline()).group(1)
+        answers = []
+
+        def slow():
+            try:
+                answers.append(httpx.post(url + "api/explain", json=_slow("builtin:cells_vit"), timeout=300))
+            except httpx.HTTPError as e:
+                answers.append(e)
+
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(2)  # RISE with 8000 masks is under way (about 90 s on 2 cores)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert time.monotonic() - t0 < 15  # the graceful-shutdown grace (5 s), then the work is cancelled
+        t.join(timeout=30)
+        assert answers and not isinstance(answers[0], httpx.Response)  # the connection closed, no result
+    finally:
+        if proc.poll() is None:
+            proc.kill()

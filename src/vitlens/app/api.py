@@ -19,9 +19,11 @@ are read, and bodies without one are cut off once they pass it (:class:`BodyLimi
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import threading
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import InputError, VitlensError
+from ..errors import Cancelled, InputError, VitlensError
 from . import page, render
 from .catalog import get_sample, sample_list
 from .service import Service, parse_settings
@@ -41,6 +43,7 @@ log = logging.getLogger("vitlens.app")
 
 FORM_OVERHEAD = 1_000_000  # multipart boundaries, headers and the settings field
 MAX_SETTINGS_BYTES = 64_000
+DISCONNECT_POLL_S = 0.25  # how often a running explanation checks that its client is still there
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -189,6 +192,10 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
     async def _upload_error(_request: Request, e: UploadError):
         return error(e.status, str(e))
 
+    @app.exception_handler(Cancelled)
+    async def _cancelled(_request: Request, e: Cancelled):
+        return error(503, str(e))
+
     @app.exception_handler(VitlensError)
     async def _vitlens_error(_request: Request, e: VitlensError):
         return error(400, str(e))
@@ -248,7 +255,16 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
     @app.post("/api/explain")
     async def explain(request: Request) -> dict[str, Any]:
         settings, upload = await read_request(request, need_methods=True)
-        return await run_in_threadpool(service.explain, settings, upload)
+        cancel = threading.Event()  # set when the client goes away: the work stops at its next forward
+        work = asyncio.ensure_future(run_in_threadpool(service.explain, settings, upload, cancel))
+        try:
+            while not work.done():
+                await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
+                if not work.done() and await request.is_disconnected():
+                    cancel.set()
+            return work.result()
+        finally:
+            cancel.set()  # also when this handler is cancelled itself (server shutdown)
 
     @app.get("/api/results/{result_id}.zip")
     async def download(result_id: str, opacity: float = 0.5) -> Response:

@@ -21,9 +21,10 @@ import uvicorn
 
 from ..errors import InputError
 from .api import create_app
-from .service import Service
+from .service import TIME_BUDGET_S, Service
 
 LIMIT_CONCURRENCY = 64  # connections served at once; more get 503 instead of piling up
+GRACEFUL_SHUTDOWN_S = 5
 KEEP_ALIVE_S = 5
 
 
@@ -71,6 +72,9 @@ def make_server(
         access_log=False,
         limit_concurrency=LIMIT_CONCURRENCY,
         timeout_keep_alive=KEEP_ALIVE_S,
+        # on SIGTERM / Ctrl-C, running requests get this long; then they are cancelled, which stops their work
+        # at its next forward (vitlens.app.api: the cancel event)
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         server_header=False,
         ws="none",
         lifespan="off",
@@ -87,12 +91,15 @@ def serve(
     log_level: str = "warning",
     device: str = "auto",
     token: str | None = None,
+    time_budget_s: float = TIME_BUDGET_S,
 ) -> int:
     """Load the models onto ``device`` (errors before anything listens), bind, print the address, serve until
     Ctrl-C. ``token`` (or the ``VITLENS_TOKEN`` environment variable): every API call must present it; the
     printed address carries it."""
     token = token or os.environ.get("VITLENS_TOKEN") or None
-    service = Service.from_specs(models, seed=seed, device=device)
+    if not time_budget_s > 0:
+        raise InputError(f"--time-budget must be a positive number of seconds, got {time_budget_s}")
+    service = Service.from_specs(models, seed=seed, device=device, time_budget_s=time_budget_s)
     sock = bind(host, port)
     if not is_loopback(host) and not token:
         print(

@@ -17,15 +17,23 @@ the paper's one-patch steps; ``steps`` in the settings changes it. Pointing game
 tolerance 15 px on the model's input) for builtin samples, whose evidence mask is exact. The maps of all
 methods with the same grid are scored in one batched metric call, which gives the same scores as one call
 per method (images of a batch are independent).
+
+Cost. Each explanation has a time budget (:data:`TIME_BUDGET_S`, ``vitlens serve --time-budget``) that also
+bounds how long it waits for the model's lock, and stops early when the page that asked for it goes away:
+the model checks before every forward (:meth:`vitlens.models.Model.interruptible`), so methods of many
+forwards stop within one forward; the request then ends with a :class:`~vitlens.errors.Cancelled` message.
+Cost parameters are capped besides (:data:`vitlens.app.catalog.COST_LIMITS`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +44,7 @@ from PIL import Image
 from ..data.geometry import transform_mask
 from ..data.images import PreparedImage, prepare
 from ..devices import resolve_device
-from ..errors import InputError, ModelError
+from ..errors import Cancelled, InputError, ModelError
 from ..explainers import Explainer, get_explainer
 from ..metrics import get_metric
 from ..models import Model, list_builtin, load_model
@@ -54,6 +62,7 @@ MAX_STEPS = 64
 MAX_METHODS = 8
 MAX_RESULTS = 32
 TOP_K = 5
+TIME_BUDGET_S = 120.0  # per explanation request, lock wait included
 
 
 @dataclass
@@ -205,9 +214,10 @@ class ResultStore:
 class Service:
     """The served models and what the API does with them."""
 
-    def __init__(self, models: dict[str, Model]) -> None:
+    def __init__(self, models: dict[str, Model], time_budget_s: float = TIME_BUDGET_S) -> None:
         if not models:
             raise ModelError("no models to serve")
+        self.time_budget_s = float(time_budget_s)
         self.entries: dict[str, ModelEntry] = {}
         for spec, model in models.items():
             note, bench = describe(spec, model)
@@ -216,7 +226,11 @@ class Service:
 
     @classmethod
     def from_specs(
-        cls, specs: list[str] | tuple[str, ...] | None = None, seed: int = 0, device: str = "auto"
+        cls,
+        specs: list[str] | tuple[str, ...] | None = None,
+        seed: int = 0,
+        device: str = "auto",
+        time_budget_s: float = TIME_BUDGET_S,
     ) -> Service:
         """Load models by spec (default: the builtin models shipped with this installation) onto ``device``."""
         dev = resolve_device(device)
@@ -229,7 +243,7 @@ class Service:
         for spec in specs:
             if spec not in models:
                 models[spec] = load_model(spec, seed=seed).to(dev)
-        return cls(models)
+        return cls(models, time_budget_s=time_budget_s)
 
     # ---------------------------------------------------------------------------------------- lookups
     def entry(self, spec: str) -> ModelEntry:
@@ -298,20 +312,54 @@ class Service:
     def predict(self, settings: Settings, upload: DecodedImage | None = None) -> dict[str, Any]:
         entry = self.entry(settings.model)
         inp = self._input(entry, settings, upload)
-        with entry.lock, torch.inference_mode():
+        deadline, _check = self._budget(None)
+        with self._holding(entry, deadline), torch.inference_mode():
             logits = entry.model.logits(inp.x)
         top = self._top(logits, entry.model)
         return {"model": entry.spec, "image": self._image_payload(inp), "top": top, "predicted": top[0]}
 
     # ------------------------------------------------------------------------------------------ explain
-    def explain(self, settings: Settings, upload: DecodedImage | None = None) -> dict[str, Any]:
+    def _budget(self, cancel: threading.Event | None) -> tuple[float, Callable[[], None]]:
+        """(deadline, check): ``check()`` raises :class:`Cancelled` once ``cancel`` is set or the time budget
+        of one request is spent; the model calls it before every forward (:meth:`Model.interruptible`)."""
+        deadline = time.monotonic() + self.time_budget_s
+
+        def check() -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("the request was cancelled: the page that asked for it went away")
+            if time.monotonic() > deadline:
+                raise Cancelled(
+                    f"the explanation took longer than this server's time budget of {self.time_budget_s:g} s per "
+                    "request; choose lighter settings (fewer masks, samples or steps) or use `vitlens explain`"
+                )
+
+        return deadline, check
+
+    @contextlib.contextmanager
+    def _holding(self, entry: ModelEntry, deadline: float) -> Iterator[None]:
+        """The model's lock, waited for at most until ``deadline`` (so a long request cannot starve others)."""
+        if not entry.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise Cancelled(
+                f"model {entry.spec!r} stayed busy with other requests for this server's whole time budget "
+                f"({self.time_budget_s:g} s); try again"
+            )
+        try:
+            yield
+        finally:
+            entry.lock.release()
+
+    def explain(
+        self, settings: Settings, upload: DecodedImage | None = None, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
         t_start = time.perf_counter()
         entry = self.entry(settings.model)
         model = entry.model
         inp = self._input(entry, settings, upload)
         target = resolve_target(settings.target, model)
         x = inp.x
-        with entry.lock:  # explainers are made under the lock too: nothing touches the module concurrently
+        deadline, check = self._budget(cancel)
+        # explainers are made under the lock too: nothing touches the module concurrently
+        with self._holding(entry, deadline), model.interruptible(check):
             labels: dict[str, int] = {}
             explainers: list[tuple[str, Explainer]] = []
             for name, params in settings.methods:

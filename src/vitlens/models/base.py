@@ -130,6 +130,7 @@ class Model:
         self.class_names = list(class_names) if class_names is not None else None
         self.card: dict | None = None  # model card of a builtin or trained checkpoint, if any
         self.precision = "fp32"  # of every forward through :meth:`forward` (:meth:`to`, :meth:`full_precision`)
+        self._before_forward: Callable[[], None] | None = None  # :meth:`interruptible`
 
     # ----------------------------------------------------------------------------------------- basics
     def __repr__(self) -> str:
@@ -151,6 +152,17 @@ class Model:
         if device is not None:
             self.module.to(device)
         return self
+
+    @contextlib.contextmanager
+    def interruptible(self, check: Callable[[], None]) -> Iterator[None]:
+        """Call ``check()`` before every forward inside (it raises, e.g. :class:`~vitlens.errors.Cancelled`, to stop
+        the work): methods of many forwards (RISE, occlusion, SmoothGrad, IG, perturbation metrics) stop within
+        one forward of being asked to."""
+        saved, self._before_forward = self._before_forward, check
+        try:
+            yield
+        finally:
+            self._before_forward = saved
 
     @contextlib.contextmanager
     def full_precision(self) -> Iterator[None]:
@@ -260,6 +272,8 @@ class Model:
         and no gradient setting of its own, so that explainers call it inside ``record_attention``,
         ``trace_blocks`` or ``record_features`` (and Captum calls it as the forward function). Errors inside
         the model become ``InputError``; a ``(cls, dist)`` tuple head gives its first output."""
+        if self._before_forward is not None:
+            self._before_forward()
         try:
             with autocast(x.device, self.precision):
                 out = self._raw_forward(x)
