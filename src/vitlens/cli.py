@@ -287,6 +287,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
         token=args.token,
         time_budget_s=args.time_budget,
+        max_pixels=args.max_pixels,
     )
 
 
@@ -499,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=120.0,
         help="seconds one explanation may take, waiting for the model included (default 120)",
+    )
+    sv.add_argument(
+        "--max-pixels", type=_pixels, default=MAX_PIXELS, help="refuse larger uploads from their header (default 40e6)"
     )
     sv.set_defaults(func=cmd_serve)
 

@@ -396,3 +396,20 @@ def test_an_out_of_range_target_number_is_a_400(client):
     settings = {"model": "builtin:cells_vit", "sample": "cells/0", "methods": ["rollout"]}
     one_line_error(post(client, {**settings, "target": 10**20}), 400, "out of range")
     one_line_error(post(client, {**settings, "target": "100000000000000000000"}), 400, "out of range")
+
+
+def test_the_pixel_limit_is_the_servers_setting(service):
+    from fastapi.testclient import TestClient
+
+    from vitlens.app import create_app
+    from vitlens.app.service import Service
+
+    png = sample_png("cells/1")
+    w, h = Image.open(io.BytesIO(png)).size
+    strict = Service(dict((s, e.model) for s, e in service.entries.items()), max_pixels=w * h - 1)
+    with TestClient(create_app(strict), raise_server_exceptions=False) as c:
+        r = post(c, {"model": "builtin:cells_vit"}, png, path="/api/predict")
+        one_line_error(r, 413, f"{w}x{h}", f"the limit is {(w * h - 1) / 1e6:g} megapixels", "--max-pixels")
+    roomy = Service(dict((s, e.model) for s, e in service.entries.items()), max_pixels=w * h)
+    with TestClient(create_app(roomy), raise_server_exceptions=False) as c:
+        assert post(c, {"model": "builtin:cells_vit"}, png, path="/api/predict").status_code == 200

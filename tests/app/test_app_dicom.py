@@ -103,3 +103,30 @@ def test_dicom_upload_limits_and_errors(client, tmp_path, monkeypatch):
     assert len(zeros) < 10_000
     monkeypatch.setattr(uploads, "MAX_INFLATED_BYTES", 100_000)
     one_line_error(post(client, settings, zeros, "z.dcm"), 413, "z.dcm", "inflates")
+
+
+def test_patient_identifiers_never_leave_the_server(client, tmp_path, caplog):
+    """A DICOM upload with patient identifiers: the explanation, its download and the server log hold none of
+    them (only what reading the pixels needs: size, window, modality)."""
+    import logging
+    import zipfile
+
+    phi = {
+        "PatientName": "Doe^Jane",
+        "PatientID": "MRN-4711-XYZ",
+        "PatientBirthDate": "19610203",
+        "StudyDate": "20240517",
+        "InstitutionName": "St Example Hospital",
+        "AccessionNumber": "ACC-998877",
+        "ReferringPhysicianName": "House^Gregory",
+    }
+    path = write_dicom(tmp_path / "Doe_Jane.dcm", ramp12(), bits_stored=12, WindowCenter=1500, WindowWidth=2000, **phi)
+    assert pydicom.dcmread(path).PatientID == "MRN-4711-XYZ"
+    settings = {"model": "builtin:cells_vit", "methods": ["rollout"]}
+    with caplog.at_level(logging.DEBUG):
+        r = post(client, settings, path.read_bytes(), "scan.dcm", path="/api/explain")
+        assert r.status_code == 200, r.text
+        z = zipfile.ZipFile(io.BytesIO(client.get(r.json()["download_url"]).content))
+    texts = [r.text, caplog.text] + [z.read(n).decode("latin-1") for n in z.namelist()]
+    for value in [*phi.values(), "Doe", "4711", "19610203"]:
+        assert not any(value in t for t in texts), value

@@ -169,7 +169,7 @@ async def read_request(request: Request, *, need_methods: bool):
             data = await file.read(MAX_UPLOAD_BYTES + 1)
             await file.close()
             check_size(len(data), name)
-            upload = await run_in_threadpool(decode_image, data, name)
+            upload = await run_in_threadpool(decode_image, data, name, request.app.state.service.max_pixels)
     else:
         raise InputError("send multipart/form-data (settings + image) or application/json (settings)")
     try:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import uvicorn
 
+from ..data.images import MAX_PIXELS
 from ..errors import InputError
 from .api import create_app
 from .service import TIME_BUDGET_S, Service
@@ -92,6 +93,7 @@ def serve(
     device: str = "auto",
     token: str | None = None,
     time_budget_s: float = TIME_BUDGET_S,
+    max_pixels: int = MAX_PIXELS,
 ) -> int:
     """Load the models onto ``device`` (errors before anything listens), bind, print the address, serve until
     Ctrl-C. ``token`` (or the ``VITLENS_TOKEN`` environment variable): every API call must present it; the
@@ -99,7 +101,7 @@ def serve(
     token = token or os.environ.get("VITLENS_TOKEN") or None
     if not time_budget_s > 0:
         raise InputError(f"--time-budget must be a positive number of seconds, got {time_budget_s}")
-    service = Service.from_specs(models, seed=seed, device=device, time_budget_s=time_budget_s)
+    service = Service.from_specs(models, seed=seed, device=device, time_budget_s=time_budget_s, max_pixels=max_pixels)
     sock = bind(host, port)
     if not is_loopback(host) and not token:
         print(

@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from ..data.geometry import transform_mask
-from ..data.images import PreparedImage, prepare
+from ..data.images import MAX_PIXELS, PreparedImage, prepare
 from ..devices import resolve_device
 from ..errors import Cancelled, InputError, ModelError
 from ..explainers import Explainer, get_explainer
@@ -214,10 +214,13 @@ class ResultStore:
 class Service:
     """The served models and what the API does with them."""
 
-    def __init__(self, models: dict[str, Model], time_budget_s: float = TIME_BUDGET_S) -> None:
+    def __init__(
+        self, models: dict[str, Model], time_budget_s: float = TIME_BUDGET_S, max_pixels: int = MAX_PIXELS
+    ) -> None:
         if not models:
             raise ModelError("no models to serve")
         self.time_budget_s = float(time_budget_s)
+        self.max_pixels = int(max_pixels)  # uploads with more pixels are refused from their header
         self.entries: dict[str, ModelEntry] = {}
         for spec, model in models.items():
             note, bench = describe(spec, model)
@@ -231,6 +234,7 @@ class Service:
         seed: int = 0,
         device: str = "auto",
         time_budget_s: float = TIME_BUDGET_S,
+        max_pixels: int = MAX_PIXELS,
     ) -> Service:
         """Load models by spec (default: the builtin models shipped with this installation) onto ``device``."""
         dev = resolve_device(device)
@@ -243,7 +247,7 @@ class Service:
         for spec in specs:
             if spec not in models:
                 models[spec] = load_model(spec, seed=seed).to(dev)
-        return cls(models, time_budget_s=time_budget_s)
+        return cls(models, time_budget_s=time_budget_s, max_pixels=max_pixels)
 
     # ---------------------------------------------------------------------------------------- lookups
     def entry(self, spec: str) -> ModelEntry:

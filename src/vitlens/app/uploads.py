@@ -41,6 +41,7 @@ from ..data.images import (
     dicom_frame_size,
     dicom_to_rgb,
     is_dicom_bytes,
+    pil_pixel_limit,
     read_dicom_dataset,
     to_rgb_info,
 )
@@ -86,20 +87,25 @@ def check_size(n_bytes: int, name: str = "the file") -> None:
         raise UploadError(f"{name} is empty")
 
 
-def decode_image(data: bytes, name: str = "upload") -> DecodedImage:
-    """Bytes of an image file -> RGB image, refusing oversized, unsupported and corrupt files (see module doc)."""
+def _too_many(name: str, w: int, h: int, max_pixels: int) -> UploadError:
+    return UploadError(
+        f"{name} is {w}x{h} pixels ({w * h / 1e6:.1f} megapixels); the limit is {max_pixels / 1e6:g} megapixels "
+        "(vitlens serve --max-pixels)",
+        status=413,
+    )
+
+
+def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Bytes of an image file -> RGB image, refusing oversized (more than ``max_pixels``), unsupported and
+    corrupt files (see module doc)."""
     check_size(len(data), name)
     if is_dicom_bytes(data, name):
-        return decode_dicom(data, name)
+        return decode_dicom(data, name, max_pixels)
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as im:  # parses the header only
+        with pil_pixel_limit(max_pixels), Image.open(io.BytesIO(data), formats=FORMATS) as im:  # the header only
             w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise UploadError(
-                    f"{name} is {w}x{h} pixels ({w * h / 1e6:.1f} megapixels); the limit is "
-                    f"{MAX_PIXELS / 1e6:.0f} megapixels",
-                    status=413,
-                )
+            if w * h > max_pixels:
+                raise _too_many(name, w, h, max_pixels)
             fmt, mode = im.format or "?", im.mode
             with _DECODES:
                 im.load()
@@ -138,7 +144,7 @@ def _check_deflated(data: bytes, name: str) -> None:
         )
 
 
-def decode_dicom(data: bytes, name: str = "upload") -> DecodedImage:
+def decode_dicom(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """Bytes of a DICOM file -> RGB image, read as ``vitlens explain`` reads it (see the module docstring)."""
     check_size(len(data), name)
     _check_deflated(data, name)
@@ -148,17 +154,13 @@ def decode_dicom(data: bytes, name: str = "upload") -> DecodedImage:
             w, h = dicom_frame_size(ds, name)
         except InputError as e:
             raise UploadError(f"{e} (corrupt, truncated or not an image)") from e
-        if w * h > MAX_PIXELS:
-            raise UploadError(
-                f"{name} is {w}x{h} pixels ({w * h / 1e6:.1f} megapixels); the limit is "
-                f"{MAX_PIXELS / 1e6:.0f} megapixels",
-                status=413,
-            )
+        if w * h > max_pixels:
+            raise _too_many(name, w, h, max_pixels)
         problem = dicom_decoder_problem(ds)
         if problem:
             raise UploadError(f"{name}: {problem}", status=415)
         try:
-            rgb, info = dicom_to_rgb(ds, name)
+            rgb, info = dicom_to_rgb(ds, name, max_pixels=max_pixels)
         except InputError as e:
             raise UploadError(str(e)) from e
     mode = f"{info['photometric']} {info['bits']}-bit"

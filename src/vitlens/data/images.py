@@ -113,7 +113,7 @@ def _limit_text(max_pixels: int) -> str:
 
 
 @contextlib.contextmanager
-def _pil_pixel_limit(max_pixels: int):
+def pil_pixel_limit(max_pixels: int):
     """PIL refuses images over twice ``Image.MAX_IMAGE_PIXELS`` as decompression bombs: raise its limit while a
     file under vitlens' own (larger) ``max_pixels`` is read."""
     saved = Image.MAX_IMAGE_PIXELS
@@ -127,7 +127,7 @@ def _pil_pixel_limit(max_pixels: int):
 
 def _read_pil(p: Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, dict[str, Any]]:
     try:
-        with _pil_pixel_limit(max_pixels), Image.open(p) as im:
+        with pil_pixel_limit(max_pixels), Image.open(p) as im:
             if im.width * im.height > max_pixels:
                 raise InputError(f"image {p}: {im.width}x{im.height} exceeds {_limit_text(max_pixels)}")
             fmt, mode = im.format or "?", im.mode
