@@ -226,3 +226,39 @@ def test_recipe_model_kwargs_are_merged():
     cfg = get_recipe("cells_vit", model_kwargs={"depth": 1})
     base = get_recipe("cells_vit").model_kwargs
     assert cfg.model_kwargs == {**base, "depth": 1} and cfg.model_kwargs["img_size"] == base["img_size"]
+
+
+def test_random_weights_are_said_loudly(cell_png, tmp_path, capsys):
+    argv = ["explain", str(cell_png), "--method", "rollout"]
+    assert main([*argv, "--model", "timm:deit_tiny_patch16_224", "--out", str(tmp_path / "r")]) == 0
+    assert "RANDOM weights" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["random_weights"] is True and summary["weights"] == "random"
+    assert main([*argv, "--model", "builtin:cells_vit", "--out", str(tmp_path / "b")]) == 0
+    assert "RANDOM" not in capsys.readouterr().err
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["random_weights"] is False and summary["weights"] == "card"
+    assert vitlens.load_model("timm:deit_tiny_patch16_224").random_weights
+    from vitlens.app.service import describe
+
+    model = vitlens.load_model("timm:deit_tiny_patch16_224")
+    assert describe("timm:deit_tiny_patch16_224", model)[0].startswith("RANDOM WEIGHTS")
+
+
+@pytest.mark.parametrize(
+    "argv,hint",
+    [
+        (["--method", "rolout"], "did you mean 'rollout'?"),
+        (["--method", "rollout:head_fuson=max"], "did you mean 'head_fusion'?"),
+        (["--method", "rollout", "--target", "monocite"], "did you mean 'monocyte'?"),
+    ],
+)
+def test_misspelt_names_get_a_suggestion(cell_png, tmp_path, capsys, argv, hint):
+    assert main(["explain", str(cell_png), "--model", "builtin:cells_vit", "--out", str(tmp_path / "o"), *argv]) == 2
+    assert hint in capsys.readouterr().err
+
+
+def test_list_verbose_shows_defaults_and_ranges(capsys):
+    assert main(["list", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "discard_ratio=0.0 in [0, 1)" in out and "head_fusion='mean'" in out and "n_masks=4000" in out

@@ -7,6 +7,7 @@ A :class:`~vitlens.errors.VitlensError` prints one line ``vitlens: error: ...`` 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -42,7 +43,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         needs = "attention" if info["needs_attention"] else "any model"
         print(f"{name:20s} {kind:15s} {needs:10s} {info['citation']}")
         if args.verbose:
-            print(f"{'':20s} params: {', '.join(info['params']) or '-'}; {info['summary']}")
+            params = []
+            for p in info["params"]:
+                text = f"{p}={info['defaults'][p]!r}" if p in info["defaults"] else p
+                rng = info["ranges"].get(p)
+                if rng:
+                    close = ")" if rng.get("max_open") else "]"
+                    text += f" in [{rng['min']:g}, {rng['max']:g}{close}"
+                params.append(text)
+            print(f"{'':20s} params: {', '.join(params) or '-'}; {info['summary']}")
     return 0
 
 
@@ -63,7 +72,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         max_pixels=args.max_pixels,
+        pretrained=args.pretrained,
     )
+    summary = json.loads((Path(args.out) / "summary.json").read_text())
+    if summary.get("random_weights"):
+        print(
+            f"vitlens: warning: {args.model} has RANDOM weights (no --checkpoint, no --pretrained): the maps explain "
+            "an untrained network",
+            file=sys.stderr,
+        )
     for r in records:
         print(f"{r['image']}: {r['predicted_name']} (p={r['probability']:.3f}) -> {r['dir']}")
     print(f"wrote {len(records)} image(s) x {len(methods)} method(s) to {args.out}")
@@ -325,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True, help="timm:NAME | hf:PATH | torchvision:NAME | builtin:NAME | DIR")
     e.add_argument("--checkpoint", help="weights file (.safetensors or torch state dict)")
     e.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="timm / HF / torchvision pretrained weights from the local hub cache (nothing is downloaded)",
+    )
+    e.add_argument(
         "--method",
         action="append",
         required=True,
@@ -568,11 +590,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("vitlens: error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
         return 2
+    except BrokenPipeError:  # the reader went away (`vitlens list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as e:  # the file system refused (permissions, a full disk, a file where a folder goes)
         if debug:
             raise
-        where = f" {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"vitlens: error:{where}: {e.strerror or e}", file=sys.stderr)
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"vitlens: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
 
 

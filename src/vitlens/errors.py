@@ -6,6 +6,8 @@ print it as one line and a user can act on it without a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class VitlensError(Exception):
     """Base class of every error vitlens raises on purpose."""
@@ -37,3 +39,11 @@ class Cancelled(VitlensError):
 
 class InputWarning(UserWarning):
     """Input vitlens can use but only in part (e.g. the first frame of a multi-frame DICOM or multi-page TIFF)."""
+
+
+def did_you_mean(name: str, options: Sequence[str]) -> str:
+    """``" (did you mean 'rollout'?)"`` for the closest of ``options`` (difflib), or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

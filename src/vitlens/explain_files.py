@@ -44,6 +44,7 @@ def explain_files(
     device: str | None = None,
     precision: str = "fp32",
     max_pixels: int = MAX_PIXELS,
+    pretrained: bool = False,
 ) -> list[dict[str, Any]]:
     """Explain image files with several methods (``NAME[:key=value...]`` specs); write overlays, grids, raw maps
     and a summary JSON (with how each file was read: format, bit depth, window, frames). ``target``: a class
@@ -51,7 +52,9 @@ def explain_files(
     ``<label>_original.png``, the overlay on the original image at its original resolution. ``device``:
     auto | cpu | cuda[:N] | mps (:func:`vitlens.devices.resolve_device`; None keeps a given ``model`` where it
     is, else auto); ``precision``: the model forwards' (:meth:`vitlens.models.Model.to`); ``max_pixels``: larger
-    files are refused before decoding (default 40 MP; raise it for pathology tiles or mammograms)."""
+    files are refused before decoding (default 40 MP; raise it for pathology tiles or mammograms);
+    ``pretrained``: timm/HF/torchvision weights from the local hub cache. ``summary.json`` says where the weights
+    came from (``weights``; ``random_weights`` is true for an untrained network)."""
     if not images:
         raise InputError("no images given")
     if batch_size < 1:
@@ -59,7 +62,8 @@ def explain_files(
     if not methods:
         raise InputError("no explainer given: name at least one method, e.g. --method rollout,gradcam")
     dev = resolve_device(device) if device is not None or model is None else None
-    model = (model or load_model(model_spec, checkpoint=checkpoint, seed=seed)).to(dev, precision=precision)
+    model = model or load_model(model_spec, checkpoint=checkpoint, seed=seed, pretrained=pretrained)
+    model = model.to(dev, precision=precision)
     parsed = [parse_method(m) for m in methods]
     explainers = {method_label(n, p): get_explainer(n, model, **p) for n, p in parsed}
     tgt = resolve_target(target, model)
@@ -116,6 +120,13 @@ def explain_files(
                     "input": read[i][1],
                 }
             )
-    info = {"model": model.name, "device": str(model.device), "precision": model.precision, "images": records}
+    info = {
+        "model": model.name,
+        "weights": model.weights,
+        "random_weights": model.random_weights,
+        "device": str(model.device),
+        "precision": model.precision,
+        "images": records,
+    }
     atomic_write_json(out / "summary.json", info)
     return records

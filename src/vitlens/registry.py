@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
-from .errors import VitlensError
+from .errors import VitlensError, did_you_mean
 
 T = TypeVar("T")
 
@@ -49,13 +49,17 @@ class Registry(Generic[T]):
         try:
             return self._classes[name]
         except KeyError:
-            raise self.error(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}") from None
+            raise self.error(
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; registered: {', '.join(self.names())}"
+            ) from None
 
     def check_params(self, name: str, params: dict[str, Any], allowed: Sequence[str]) -> None:
         unknown = sorted(set(params) - set(allowed))
         if unknown:
+            hint = did_you_mean(unknown[0], allowed) if len(unknown) == 1 else ""
             raise self.error(
-                f"{self.kind} {name!r} has no parameter {', '.join(unknown)}; its parameters: {list(allowed) or 'none'}"
+                f"{self.kind} {name!r} has no parameter {', '.join(unknown)}{hint}; its parameters: "
+                f"{list(allowed) or 'none'}"
             )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, did_you_mean
 
 #: A study data set's ``target:``: explain the model's ``predicted`` class, or the image's ``label``.
 TARGET_POLICIES = ("predicted", "label")
@@ -94,7 +94,8 @@ def resolve_target(target: int | str | None, model: Any) -> int | None:
         except ValueError:
             shown = ", ".join(names[:20]) + (", …" if len(names) > 20 else "")
             raise InputError(
-                f"target {target!r} is neither a class index nor a class name of {model.name!r} ({shown})"
+                f"target {target!r} is neither a class index nor a class name of {model.name!r}"
+                f"{did_you_mean(text, names)}; its classes: {shown}"
             ) from None
     elif isinstance(target, int):
         index = target

@@ -112,6 +112,7 @@ select, input[type=number], input[type=text], input[type=file] { font: inherit; 
 select { width: 100%; padding: 4px; }
 .note { color: var(--muted); font-size: 13px; margin: 6px 0 0; }
 .note.top { margin: 0 0 6px; }
+.note.warn { color: #9a3412; font-weight: 600; }
 .choice label { margin-right: 14px; }
 #steps { width: 64px; }
 #top5 { width: 100%; border-collapse: collapse; font-size: 14px; }
@@ -484,10 +485,12 @@ async function init() {
   renderSamples();
   renderMethods();
   $('model-note').textContent = currentModel() ? currentModel().note : '';
+  $('model-note').classList.toggle('warn', Boolean(currentModel() && currentModel().random_weights));
   $('target').addEventListener('change', () => { state.target = $('target').value; });
   $('model').addEventListener('change', () => {
     state.target = null;  // another model, other classes
     $('model-note').textContent = currentModel().note;
+    $('model-note').classList.toggle('warn', Boolean(currentModel().random_weights));
     renderSamples(); renderMethods(); refreshPrediction();
   });
   $('sample').addEventListener('change', refreshPrediction);

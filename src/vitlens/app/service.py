@@ -84,6 +84,7 @@ class ModelEntry:
             "input_size": list(m.preprocessing.input_size),
             "benchmark": self.benchmark,
             "note": self.note,
+            "random_weights": m.random_weights,
             "methods": self.methods,
         }
 
@@ -91,8 +92,14 @@ class ModelEntry:
 def describe(spec: str, model: Model) -> tuple[str, str | None]:
     """(a one-line note for the page, the builtin benchmark the model was trained on)."""
     card = model.card
+    if model.random_weights:
+        return (
+            "RANDOM WEIGHTS: this model was never trained (no checkpoint, not pretrained); its maps explain noise. "
+            "For trying the app and timing only",
+            None,
+        )
     if not card:
-        return "random weights (pretrained=False): for trying the app and timing, not for decisions", None
+        return f"weights: {model.weights}", None
     data = str(card.get("data", ""))
     bench = data.split(":", 1)[1] if data.startswith("builtin:") else None
     arch = card.get("architecture", {}).get("timm_name", "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from ..errors import ExplainerError, VitlensError
@@ -50,6 +51,11 @@ def explainer_info(name: str) -> dict[str, Any]:
         "needs_attention": cls.needs_attention,
         "resolution": cls.resolution,
         "params": cls.param_names(),
+        "defaults": {
+            p: v.default
+            for p, v in inspect.signature(cls.__init__).parameters.items()
+            if p in cls.param_names() and v.default is not inspect.Parameter.empty
+        },
         "ranges": ranges_info(cls.param_ranges),
         "summary": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
     }

@@ -129,10 +129,18 @@ class Model:
         self.preprocessing = preprocessing
         self.class_names = list(class_names) if class_names is not None else None
         self.card: dict | None = None  # model card of a builtin or trained checkpoint, if any
+        #: where the weights came from: "random" (random initialisation), "pretrained", "checkpoint",
+        #: "card" (a vitlens model directory) or "given" (an nn.Module passed in)
+        self.weights = "given"
         self.precision = "fp32"  # of every forward through :meth:`forward` (:meth:`to`, :meth:`full_precision`)
         self._before_forward: Callable[[], None] | None = None  # :meth:`interruptible`
 
     # ----------------------------------------------------------------------------------------- basics
+    @property
+    def random_weights(self) -> bool:
+        """True when the model was created with random weights: its explanations explain an untrained network."""
+        return self.weights == "random"
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, family={self.family!r}, num_classes={self.num_classes})"
 

@@ -316,9 +316,11 @@ def load_model(
             if len(class_names) != model.num_classes:
                 raise ModelError(f"{spec!r} has {model.num_classes} classes, got {len(class_names)} class names")
             model.class_names = list(class_names)
+        model.weights = "card"
         if sd is not None:
             apply_state_dict(model.module, sd, str(checkpoint))
             model.card = {**(model.card or {}), "checkpoint": str(checkpoint)}
+            model.weights = "checkpoint"
         return model
     if prefix in ("timm", ""):
         import timm
@@ -348,4 +350,6 @@ def load_model(
         )
     if sd is not None:
         apply_state_dict(module, sd, str(checkpoint))
-    return wrap_module(module.eval(), name=spec, class_names=class_names, source=source)
+    model = wrap_module(module.eval(), name=spec, class_names=class_names, source=source)
+    model.weights = "checkpoint" if sd is not None else ("pretrained" if pretrained else "random")
+    return model
