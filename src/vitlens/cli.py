@@ -196,7 +196,15 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo
 
-    path = demo(args.out, benchmark=args.benchmark, n_images=args.n, seed=args.seed, device=args.device)
+    timings: dict[tuple[str, str], float] = {}
+    path = demo(
+        args.out, benchmark=args.benchmark, n_images=args.n, seed=args.seed, device=args.device, timings=timings
+    )
+    total = sum(timings.values())
+    print(f"{'model':14s} {'method':22s} {'seconds':>8s} {'share':>6s}")
+    for (model, method), t in sorted(timings.items(), key=lambda kv: -kv[1]):
+        print(f"{model:14s} {method:22s} {t:8.2f} {t / total:6.1%}")
+    print(f"{'':14s} {'all methods':22s} {total:8.2f}")
     print(path)
     return 0
 

@@ -16,17 +16,31 @@ import torch
 
 from .devices import resolve_device
 from .errors import VitlensError
-from .explainers import applicable_explainers, get_explainer
+from .explainers import applicable_explainers, explainer_class, get_explainer
 from .maps import upsample
 from .models import list_builtin, load_model
-from .viz import Row, Section, outline, overlay, render_page, save_grid
+from .viz import Row, Section, outline, overlay_map, render_page, save_grid
 
 # lighter settings for the costliest methods, so the demo stays a quick first look (each is stated on the page)
 DEMO_PARAMS = {"rise": {"n_masks": 500}, "smoothgrad": {"n_samples": 16}, "integrated_gradients": {"n_steps": 16}}
 
 
-def demo(out: str | Path, benchmark: str = "cells", n_images: int = 6, seed: int = 0, device: str = "auto") -> Path:
-    """Explain ``n_images`` builtin test images with every applicable method on ``device``; write the page."""
+def demo(
+    out: str | Path,
+    benchmark: str = "cells",
+    n_images: int = 6,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    timings: dict[tuple[str, str], float] | None = None,
+) -> Path:
+    """Explain ``n_images`` builtin test images with every applicable method on ``device``; write the page.
+    A progress bar names the method in progress; ``timings`` (if given) receives the seconds of every
+    (model, method), which the page shows too."""
+    import time
+
+    from tqdm.auto import tqdm
+
     from .data.images import to_unit_tensor
     from .data.synthetic import get_benchmark
 
@@ -50,23 +64,35 @@ def demo(out: str | Path, benchmark: str = "cells", n_images: int = 6, seed: int
         pre = model.preprocessing
         x = pre.normalise(to_unit_tensor(images))
         methods = applicable_explainers(model)
-        results = {m: get_explainer(m, model, **DEMO_PARAMS.get(m, {})).explain(x) for m in methods}
+        results, seconds = {}, {}
+        bar = tqdm(methods, desc=f"builtin:{name}", disable=not progress, leave=False)
+        for m in bar:
+            bar.set_postfix_str(m)
+            t0 = time.perf_counter()
+            results[m] = get_explainer(m, model, **DEMO_PARAMS.get(m, {})).explain(x)
+            seconds[m] = time.perf_counter() - t0
+            if timings is not None:
+                timings[(name, m)] = seconds[m]
         probs = torch.softmax(next(iter(results.values())).logits.float(), dim=-1).cpu()
         card = model.card or {}
         acc = card.get("test_accuracy")
         sec = Section(
             heading=f"builtin:{name} — {card.get('architecture', {}).get('timm_name', '')}",
-            text=f"test accuracy {acc:.1%} on {card.get('test_size')} images; methods: {', '.join(methods)} "
-            f"(demo settings: {DEMO_PARAMS})"
-            if acc is not None
-            else "",
+            text=(
+                f"test accuracy {acc:.1%} on {card.get('test_size')} images; methods: {', '.join(methods)} "
+                f"(demo settings: {DEMO_PARAMS})"
+                if acc is not None
+                else ""
+            )
+            + f"; seconds for {n_images} images: "
+            + ", ".join(f"{m} {seconds[m]:.1f}" for m in sorted(seconds, key=seconds.get, reverse=True)),
         )
         for i, s in enumerate(samples):
             pred = int(probs[i].argmax())
             panels = {}
             for m, res in results.items():
-                heat = upsample(res.maps[i : i + 1].cpu(), images.shape[1:3])[0].numpy()
-                panels[m] = overlay(s.image, heat)
+                values = upsample(res.maps[i : i + 1].cpu(), images.shape[1:3], normalize=False)[0].numpy()
+                panels[m] = overlay_map(s.image, values, signed=explainer_class(m).signed)
             truth = bench.classes[s.label]
             ok = pred == s.label
             title = f"true {truth}, predicted {model.class_name(pred)} (p={float(probs[i, pred]):.2f})"
@@ -83,7 +109,10 @@ def demo(out: str | Path, benchmark: str = "cells", n_images: int = 6, seed: int
     page = render_page(
         f"vitlens demo — {benchmark}",
         sections,
-        intro=html.escape(bench.description) + " Heatmaps are min-max normalised per map (jet: red = high).",
+        intro=html.escape(bench.description)
+        + " Unsigned maps are min-max normalised per map (jet: red = high); signed maps (AttnLRP, input×gradient,"
+        " Integrated Gradients) are scaled by their largest |value| (red = for the class, blue = against, the"
+        " image shows through where the map is zero).",
     )
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")

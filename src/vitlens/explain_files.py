@@ -25,7 +25,7 @@ from .files import atomic_write_json
 from .maps import upsample
 from .models import Model, load_model
 from .specs import method_label, parse_method, resolve_target
-from .viz import overlay, save_grid
+from .viz import overlay_map, save_grid
 
 
 def explain_files(
@@ -97,11 +97,11 @@ def explain_files(
             for label, res in results.items():
                 raw = res.maps[i].cpu()
                 np.save(img_dir / f"{label}.npy", raw.numpy())
-                heat = upsample(raw[None], prep.display.shape[:2])[0].numpy()
-                ov = overlay(prep.display, heat, alpha=alpha)
+                values = upsample(raw[None], prep.display.shape[:2], normalize=False)[0].numpy()
+                ov = overlay_map(prep.display, values, signed=explainers[label].signed, alpha=alpha)
                 Image.fromarray(ov).save(img_dir / f"{label}.png")
                 if original:
-                    orig = overlay_original(read[i][0], raw, prep, alpha=alpha)
+                    orig = overlay_original(read[i][0], raw, prep, alpha=alpha, signed=explainers[label].signed)
                     Image.fromarray(orig).save(img_dir / f"{label}_original.png")
                 cls_specific = explainers[label].class_specific
                 key = f"{label}\n(target {model.class_name(int(res.target[i]))})" if cls_specific else label

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..maps import upsample
-from ..viz import colorize, overlay, png_data_uri
+from ..viz import colorize, map_rgba, overlay_map, png_data_uri
 from ..viz import png_bytes as _png
 
 PNG_LEVEL = 1  # fast zlib level: the app encodes PNGs per request
@@ -40,6 +40,16 @@ def heat01(raw_map: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 def heat_rgb(heat: np.ndarray) -> np.ndarray:
     return colorize(heat, "jet")
+
+
+def heat_image(raw_map: torch.Tensor, size: tuple[int, int], signed: bool) -> np.ndarray:
+    """The page's heat layer: unsigned maps as jet RGB of the min-max map (:func:`heat01`); signed maps as RGBA,
+    diverging colours with opacity ``|v| / max|v|`` (:func:`vitlens.viz.map_rgba`), so zero shows the image."""
+    if not signed:
+        return heat_rgb(heat01(raw_map, size))
+    values = upsample(raw_map[None].float(), size, normalize=False)[0].numpy()
+    rgb, weight = map_rgba(values, signed=True)
+    return np.dstack([rgb, (weight * 255.0 + 0.5).astype(np.uint8)])
 
 
 def map_payload(raw: np.ndarray) -> dict[str, Any]:
@@ -65,9 +75,10 @@ def build_zip(result: dict[str, Any], opacity: float) -> bytes:
             npy = io.BytesIO()
             np.save(npy, raw.astype(np.float32))
             z.writestr(f"{label}.npy", npy.getvalue())
-            heat = heat01(torch.from_numpy(raw), display.shape[:2])
-            z.writestr(f"{label}_heatmap.png", png_bytes(heat_rgb(heat)))
-            z.writestr(f"{label}_overlay.png", png_bytes(overlay(display, heat, alpha=opacity)))
+            signed = bool(result.get("signed", {}).get(label, False))
+            values = upsample(torch.from_numpy(raw)[None].float(), display.shape[:2], normalize=False)[0].numpy()
+            z.writestr(f"{label}_heatmap.png", png_bytes(heat_image(torch.from_numpy(raw), display.shape[:2], signed)))
+            z.writestr(f"{label}_overlay.png", png_bytes(overlay_map(display, values, signed=signed, alpha=opacity)))
         settings = {**result["settings"], "overlay_opacity": opacity}
         z.writestr("settings.json", json.dumps(settings, indent=2))
     return buf.getvalue()

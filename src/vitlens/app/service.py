@@ -400,7 +400,8 @@ class Service:
                     "class_specific": e.class_specific,
                     "target": int(res.target[0]),
                     "map": render.map_payload(raw),
-                    "heat": render.data_url(render.heat_rgb(render.heat01(res.maps[0].cpu(), size))),
+                    "signed": e.signed,
+                    "heat": render.data_url(render.heat_image(res.maps[0].cpu(), size, e.signed)),
                     **{k: v[i] for k, v in scores.items()},
                 }
             )
@@ -435,7 +436,13 @@ class Service:
             "metrics": self._metric_settings(settings, inp.mask is not None),
         }
         result_id = self.results.put(
-            {"display": inp.prepared.display, "mask": inp.mask, "maps": maps, "settings": {"vitlens_app": 1, **record}}
+            {
+                "display": inp.prepared.display,
+                "mask": inp.mask,
+                "maps": maps,
+                "signed": {label: e.signed for label, e, _ in results},
+                "settings": {"vitlens_app": 1, **record},
+            }
         )
         return {
             **record,

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from ..errors import InputError
-from ..viz import overlay
+from ..viz import overlay, overlay_map
 from .images import PreparedImage, load_image, to_rgb
 
 
@@ -112,9 +112,12 @@ def overlay_original(
     prep: PreparedImage,
     alpha: float = 0.5,
     cmap: str = "jet",
+    signed: bool = False,
 ) -> np.ndarray:
     """The heatmap of ``map`` (``[h, w]`` or ``[1, h, w]``, min-max normalised over the map) over the original
     image at its original resolution -> uint8 ``[H0, W0, 3]``; outside the crop the image is left as it is.
+    ``signed``: the map is drawn as :func:`vitlens.viz.overlay_map` draws signed maps (diverging, zero
+    transparent) instead.
 
     ``image``: a file path (read with :func:`~vitlens.data.images.load_image`, as ``prepare`` got it), a PIL
     image or a uint8 ``[H0, W0, 3]`` array.
@@ -133,6 +136,11 @@ def overlay_original(
         m = m[0]
     if m.ndim != 2 or not np.isfinite(m).all():
         raise InputError(f"map must be a finite [h, w] array, got shape {m.shape}")
+    if signed:
+        up = to_original(m.astype(np.float64), prep, fill=np.nan)
+        inside = np.isfinite(up)
+        blended = overlay_map(arr.astype(np.uint8), np.nan_to_num(up, nan=0.0), signed=True, alpha=alpha)
+        return np.where(inside[..., None], blended, arr).astype(np.uint8)
     lo, hi = float(m.min()), float(m.max())
     heat = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m, dtype=np.float64)
     up = to_original(heat, prep, fill=np.nan)

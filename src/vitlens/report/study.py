@@ -26,6 +26,16 @@ MAIN_OUTPUTS = ("score",)
 LOWER_IS_BETTER_OUTPUTS = {"baf"}  # extra outputs whose direction is the opposite of their metric's score
 
 
+def _signed(explainer_key: str) -> bool:
+    """Whether the explainer of a stored unit (its key, e.g. ``rollout(head_fusion=max)``) gives signed maps."""
+    from ..explainers import explainer_class
+
+    try:
+        return bool(explainer_class(explainer_key.split("(")[0]).signed)
+    except VitlensError:
+        return False
+
+
 def bootstrap_ci(
     values: np.ndarray, *, n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
@@ -186,7 +196,7 @@ def _heatmap_rows(run_dir: Path, frame, ds_name: str, model: str, n_each: int = 
 
     from ..bench.store import ResultsStore
     from ..maps import upsample
-    from ..viz import Row, outline, overlay
+    from ..viz import Row, outline, overlay_map
 
     store = ResultsStore(run_dir)
     units = [u for u in store.units() if u.get("status") == "done" and u["dataset"] == ds_name and u["model"] == model]
@@ -212,8 +222,8 @@ def _heatmap_rows(run_dir: Path, frame, ds_name: str, model: str, n_each: int = 
             maps, ids = store.maps(u["unit"])
             hit = np.nonzero(ids == image_id)[0]
             if hit.size:
-                heat = upsample(torch.from_numpy(maps[hit[0]][None]), image.shape[:2])[0].numpy()
-                cells.append((u["explainer"], overlay(image, heat)))
+                values = upsample(torch.from_numpy(maps[hit[0]][None]), image.shape[:2], normalize=False)[0].numpy()
+                cells.append((u["explainer"], overlay_map(image, values, signed=_signed(u["explainer"]))))
         ok = bool(info.correct)
         note = f"true {int(info['true'])}, predicted <span class='{'ok' if ok else 'bad'}'>{int(info.predicted)}</span>"
         rows.append(Row(title=f"{'correct' if ok else 'misclassified'} · {html.escape(key)}", note=note, cells=cells))
