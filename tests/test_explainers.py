@@ -290,3 +290,29 @@ def test_upsample_contract():
         vitlens.upsample(torch.full((1, 2, 2), float("nan")), (4, 4))
     with pytest.raises(vitlens.InputError):
         vitlens.upsample(torch.zeros(2, 2), (4, 4))
+
+
+def test_attention_flow_over_the_last_layers_is_the_flow_of_a_shallower_stack(deit):
+    """``layers=k`` equals full-depth attention flow on a model that has only those k blocks (an independent
+    expectation: the same solver on the truncated network, built by recording the attention of the deep model)."""
+    import vitlens.explainers.flow as flow
+
+    x = images_for(deit, batch=1)
+    full = vitlens.get_explainer("attention_flow", deit)
+    last2 = vitlens.get_explainer("attention_flow", deit, layers=2)
+    real_pass = flow.attention_pass
+
+    def only_last_two(model, x, target, grad, layers=None):
+        attns, g, logits, t = real_pass(model, x, target, grad=grad, layers=layers)
+        return attns[-2:], g, logits, t
+
+    expected = None
+    try:
+        flow.attention_pass = only_last_two
+        expected = full(x)
+    finally:
+        flow.attention_pass = real_pass
+    torch.testing.assert_close(last2(x), expected)
+    assert not torch.allclose(last2(x), full(x))
+    with pytest.raises(vitlens.ExplainerError, match="attention layers"):
+        vitlens.get_explainer("attention_flow", deit, layers=99)(x)

@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser("demo", help="explain builtin test images with every applicable method (HTML + PNG)")
     dm.add_argument("--benchmark", default="cells", help="cells | ultrasound | shortcut")
-    dm.add_argument("--n", type=int, default=6, help="number of test images")
+    dm.add_argument("--n", type=int, default=4, help="number of test images (default 4)")
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--out", default="out/demo")
     dm.add_argument("--device", default="auto", help=DEVICE_HELP)

@@ -27,7 +27,7 @@ from ..errors import ExplainerError
 from ..models import HEAD_FUSIONS
 from ..registry import ParamRanges
 from .attention import attention_pass, fuse_heads, to_grid
-from .base import Explainer, Explanation, check_choice
+from .base import Explainer, Explanation, check_choice, check_int
 from .registry import register
 
 _INF32 = torch.iinfo(torch.int32).max
@@ -282,7 +282,9 @@ class AttentionFlow(Explainer):
     deviations from the reference: the reference divides each output node's flows by their sum over the input
     tokens (a per-image constant; vitlens returns maps unnormalised, ``upsample`` min-max normalises), and
     computes flows from every input token, vitlens only from the patch tokens the map shows. Not
-    class-specific.
+    class-specific. ``layers=k`` (not in the paper; default all) takes only the last ``k`` attention layers,
+    i.e. the flow from the tokens entering block ``L-k`` to the readout: cheaper (the cost grows with the
+    number of layers), and a different quantity from the paper's full-depth flow — say so where it is used.
     """
 
     name = "attention_flow"
@@ -290,15 +292,20 @@ class AttentionFlow(Explainer):
     needs_attention = True
     param_ranges: ClassVar[ParamRanges] = {"alpha": (0.0, 1.0, False)}
 
-    def __init__(self, model, head_fusion: str = "mean", alpha: float = 0.5) -> None:
+    def __init__(self, model, head_fusion: str = "mean", alpha: float = 0.5, layers: int | None = None) -> None:
         super().__init__(model)
         check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
         self.head_fusion = head_fusion
         self.alpha = self.check_param("alpha", alpha)
+        self.layers = check_int("layers", layers, 1, optional=True)
 
     @torch.no_grad()
     def _explain(self, x, target):
         attns, _, logits, t = attention_pass(self.model, x, target, grad=False)
+        if self.layers is not None:  # a deviation for speed: flow from the tokens entering the last k blocks
+            if self.layers > len(attns):
+                raise ExplainerError(f"layers={self.layers}, but {self.model.name!r} has {len(attns)} attention layers")
+            attns = attns[-self.layers :]
         mats = []
         for a in attns:
             m = self.alpha * fuse_heads(a, self.head_fusion).double()
