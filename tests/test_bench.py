@@ -261,3 +261,17 @@ def test_writing_a_unit_leaves_no_open_file(tmp_path):
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
     assert store.status("u")["status"] == "done" and "evidence" not in store.crops("c")
     assert not list(tmp_path.rglob("*.tmp*"))
+
+
+def test_the_quick_study_is_a_builtin_that_runs_without_warnings(tmp_path):
+    import warnings
+
+    cfg = load_config("builtin:quick-study")
+    assert "quick-study" in __import__("vitlens.bench.config", fromlist=["x"]).builtin_configs()
+    assert [d.name for d in cfg.datasets] == ["cells"] and len(cfg.explainers) == 5
+    small = {**cfg.to_dict(), "datasets": [{**cfg.datasets[0].__dict__, "n": 4}]}
+    small["datasets"][0] = {k: v for k, v in small["datasets"][0].items() if v is not None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a newcomer's first study prints no warning about its own config
+        res = run_study(parse_config(small), tmp_path, progress=False)
+    assert res["done"] + res["skipped"] == res["units"] and res["done"] > 0
