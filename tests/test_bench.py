@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -275,3 +276,34 @@ def test_the_quick_study_is_a_builtin_that_runs_without_warnings(tmp_path):
         warnings.simplefilter("error")  # a newcomer's first study prints no warning about its own config
         res = run_study(parse_config(small), tmp_path, progress=False)
     assert res["done"] + res["skipped"] == res["units"] and res["done"] > 0
+
+
+def test_ties_share_a_rank():
+    rows = [
+        {
+            "dataset": "d",
+            "model": "m",
+            "explainer_key": e,
+            "metric_key": "up",
+            "output": "score",
+            "image_id": i,
+            "value": v,
+        }
+        for e, vals in (("a", [1.0, 1.0, 1.0]), ("b", [1.0, 1.0, 1.0]), ("c", [0.0, 0.0, 0.5]))
+        for i, v in enumerate(vals)
+    ]
+    ranks = summarise(pd.DataFrame(rows), {"up": True}).set_index("explainer")["rank"].to_dict()
+    assert ranks == {"a": 1, "b": 1, "c": 3}
+
+
+def test_report_names_classes_and_gives_p_values(tiny_run, tmp_path):
+    run, _ = tiny_run
+    assert json.loads((run / "classes.json").read_text())["cells"] == [
+        "neutrophil",
+        "lymphocyte",
+        "monocyte",
+        "eosinophil",
+    ]
+    page = write_report(run, tmp_path / "rep").read_text()
+    assert re.search(r"true (neutrophil|lymphocyte|monocyte|eosinophil), predicted", page)
+    assert "equal means share a rank" in page

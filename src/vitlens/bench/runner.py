@@ -161,6 +161,8 @@ def _prepare(cfg: StudyConfig, run_dir: Path, sources: dict[str, Any], workers: 
                 )
             atomic_write_text(cfg_path, cfg_json)
             atomic_write_text(prints_path, json.dumps(prints, indent=2, sort_keys=True))
+            classes = {name: list(src.classes) for name, src in sources.items()}  # names for the report
+            atomic_write_text(run_dir / "classes.json", json.dumps(classes, indent=2))
             ResultsStore(run_dir).remove_partial()  # a killed worker's half-written files
             token = secrets.token_hex(8)
             atomic_write_text(run_dir / ".workers-token", token)

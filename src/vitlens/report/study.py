@@ -123,13 +123,20 @@ def summarise(frame, directions: dict[str, bool], seed: int = 0):
                     "output": out,
                     "higher_is_better": higher,
                     **st,
-                    "rank": (ranked.index(e) + 1) if e in ranked else None,
+                    # competition ranking: ties share a rank (1, 2, 2, 4), as equal means must
+                    "rank": (1 + sum(_better(stats[o]["mean"], stats[e]["mean"], higher) for o in ranked))
+                    if e in ranked
+                    else None,
                     "best": e == best,
                     "p_vs_best": raw.get(e, math.nan),
                     "p_vs_best_holm": adj.get(e, math.nan),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _better(a: float, b: float, higher: bool) -> bool:
+    return a > b if higher else a < b
 
 
 def _fmt(mean: float, lo: float, hi: float) -> str:
@@ -189,6 +196,15 @@ def _curve_figure(frame, metric_name: str) -> np.ndarray | None:
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
+def _class_names(run_dir: Path) -> dict[str, list[str]]:
+    """The class names of every data set of the run (``classes.json``; runs written before it: none)."""
+    path = Path(run_dir) / "classes.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
 def _heatmap_rows(run_dir: Path, frame, ds_name: str, model: str, n_each: int = 2):
     """Overlays of a few correct and misclassified images for every explainer that ran on the model, drawn on
     the crops the run stored (no model is loaded, the data set is not read again)."""
@@ -200,6 +216,11 @@ def _heatmap_rows(run_dir: Path, frame, ds_name: str, model: str, n_each: int = 
 
     store = ResultsStore(run_dir)
     units = [u for u in store.units() if u.get("status") == "done" and u["dataset"] == ds_name and u["model"] == model]
+    names = _class_names(run_dir).get(ds_name, [])
+
+    def name(i: int) -> str:
+        return html.escape(names[i]) if 0 <= i < len(names) else str(i)
+
     sub = frame[(frame.dataset == ds_name) & (frame.model == model)].drop_duplicates("image_id")
     picks = [int(i) for i in list(sub[sub.correct].image_id[:n_each]) + list(sub[~sub.correct].image_id[:n_each])]
     crops: dict[int, tuple[np.ndarray, str, np.ndarray | None]] = {}  # image id -> (crop, name, evidence)
@@ -225,7 +246,8 @@ def _heatmap_rows(run_dir: Path, frame, ds_name: str, model: str, n_each: int = 
                 values = upsample(torch.from_numpy(maps[hit[0]][None]), image.shape[:2], normalize=False)[0].numpy()
                 cells.append((u["explainer"], overlay_map(image, values, signed=_signed(u["explainer"]))))
         ok = bool(info.correct)
-        note = f"true {int(info['true'])}, predicted <span class='{'ok' if ok else 'bad'}'>{int(info.predicted)}</span>"
+        pred = name(int(info.predicted))
+        note = f"true {name(int(info['true']))}, predicted <span class='{'ok' if ok else 'bad'}'>{pred}</span>"
         rows.append(Row(title=f"{'correct' if ok else 'misclassified'} · {html.escape(key)}", note=note, cells=cells))
     return rows
 
@@ -268,7 +290,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
                 r = r.iloc[0]
                 sig = ""
                 if not r.best and np.isfinite(r.p_vs_best_holm):
-                    sig = "*" if r.p_vs_best_holm < 0.05 else ""
+                    star = "*" if r.p_vs_best_holm < 0.05 else ""
+                    sig = f"{star} <small>p={r.p_vs_best_holm:.2g}</small>"
                 style = " style='font-weight:bold'" if r.best else ""
                 rank = f" <small>#{int(r['rank'])}</small>" if r["rank"] == r["rank"] and r["rank"] else ""
                 nan = f" <small>({int(r.n_nan)} NaN)</small>" if r.n_nan else ""
@@ -279,7 +302,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         skipped_here = sorted({u["explainer"] for u in skipped if u["dataset"] == ds and u["model"] == model})
         text = (
             f"{n_img} images, model accuracy {acc:.1%}. Mean [95% bootstrap CI]; #rank; bold = best; "
-            "* = differs from the best (Wilcoxon signed-rank, Holm-adjusted p &lt; 0.05)."
+            "* = differs from the best (Wilcoxon signed-rank, Holm-adjusted p &lt; 0.05; p = that Holm-adjusted "
+            "p-value); equal means share a rank."
         )
         if skipped_here:
             text += " Not applicable: " + html.escape(", ".join(skipped_here)) + "."
