@@ -307,3 +307,19 @@ def test_report_names_classes_and_gives_p_values(tiny_run, tmp_path):
     page = write_report(run, tmp_path / "rep").read_text()
     assert re.search(r"true (neutrophil|lymphocyte|monocyte|eosinophil), predicted", page)
     assert "equal means share a rank" in page
+
+
+def test_report_reads_for_a_newcomer(tiny_run, tmp_path):
+    run, _ = tiny_run
+    page = write_report(run, tmp_path / "rep2").read_text()
+    assert "How to read this" in page and "Study <b>tiny</b>" in page and "units done" in page
+    assert "deletion AUC (probability)" in page  # readable column names, the stored key as tooltip
+    from vitlens.report.study import metric_label
+
+    assert metric_label("iou_top_k", "intersection") == "top-5% pixels inside the mask (pixels)"
+    assert (
+        metric_label("deletion(baseline=zero,steps=28)", "score")
+        == "deletion AUC (probability) (baseline=zero,steps=28)"
+    )
+    assert metric_label("relevance_mass[marker]", "score") == "relevance mass in the mask (share) [marker]"
+    assert metric_label("unknown_metric", "x") == "unknown_metric.x"

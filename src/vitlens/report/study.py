@@ -135,6 +135,68 @@ def summarise(frame, directions: dict[str, bool], seed: int = 0):
     return pd.DataFrame(rows)
 
 
+#: readable names (with units) of metric outputs; a key not listed is shown as it is stored
+METRIC_LABELS = {
+    ("pointing_game", "score"): "pointing game (hit rate)",
+    ("energy_pointing_game", "score"): "energy pointing game (share of energy in the mask)",
+    ("iou_top_k", "score"): "IoU of the top-5% pixels with the mask",
+    ("iou_top_k", "intersection"): "top-5% pixels inside the mask (pixels)",
+    ("otsu_segmentation", "score"): "Otsu segmentation: pixel accuracy",
+    ("mean_threshold_segmentation", "score"): "mean-threshold segmentation: pixel accuracy",
+    ("faf_baf", "score"): "foreground attention fraction (FAF)",
+    ("faf_baf", "baf"): "background attention fraction (BAF)",
+    ("relevance_mass", "score"): "relevance mass in the mask (share)",
+    ("relevance_rank", "score"): "relevance rank accuracy (share)",
+    ("sparseness", "score"): "sparseness (Gini index)",
+    ("deletion", "score"): "deletion AUC (probability)",
+    ("insertion", "score"): "insertion AUC (probability)",
+    ("perturbation", "score"): "perturbation AUC (accuracy)",
+}
+
+HOW_TO_READ = (
+    " <b>How to read this.</b> Each table compares explanation methods (rows) on one model and data set by several"
+    " measures (columns). ↑ means higher is better, ↓ lower. Each cell is the mean over the images with its 95%"
+    " confidence interval in brackets; the best method of a column is bold and ranked #1, and a star marks a"
+    " method that is significantly worse than the best (p below 0.05 after correcting for the number of"
+    " comparisons). Measures often disagree — a method that localises well may not be the one the model relies"
+    " on most (deletion/insertion) — so read a ranking per column, not as one verdict. The images at the end of"
+    " each section show the maps themselves: red is where a method points; for signed maps blue is evidence"
+    " against the class."
+)
+
+
+def metric_label(metric_key: str, output: str) -> str:
+    """The readable name of a metric output (``[mask]`` suffixes kept), e.g. ``deletion AUC (probability)``."""
+    base, _, mask = metric_key.partition("[")
+    name = base.split("(")[0]
+    label = METRIC_LABELS.get((name, output), metric_key if output == "score" else f"{metric_key}.{output}")
+    if (name, output) in METRIC_LABELS and "(" in base:
+        label += " " + base[len(name) :]  # the parameters, e.g. (steps=28)
+    return label + (f" [{mask}" if mask else "")
+
+
+def _metadata(run_dir: Path) -> str:
+    """Study name, run directory, configuration in brief and when/how it ran (from the files of the run)."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    run = {}
+    if (run_dir / "run.json").is_file():
+        try:
+            run = json.loads((run_dir / "run.json").read_text())
+        except ValueError:
+            run = {}
+    parts = [
+        f"Study <b>{html.escape(str(cfg.get('name', '?')))}</b> in {html.escape(str(run_dir))}",
+        f"seed {cfg.get('seed')}, {len(cfg.get('datasets', []))} data set(s), {len(cfg.get('explainers', []))} "
+        f"explainer setting(s), {len(cfg.get('metrics', []))} metric(s), precision {cfg.get('precision', 'fp32')}",
+    ]
+    if run:
+        parts.append(
+            f"last run finished {html.escape(str(run.get('finished', '?')))} by {run.get('workers', 1)} worker(s) "
+            f"in {run.get('seconds', '?')} s ({run.get('done', '?')} units done, {run.get('skipped', '?')} skipped)"
+        )
+    return "; ".join(parts) + "."
+
+
 def _better(a: float, b: float, higher: bool) -> bool:
     return a > b if higher else a < b
 
@@ -274,11 +336,14 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     skipped = [u for u in store.units() if u.get("status") == "skipped"]
     for (ds, model), grp in summary.groupby(["dataset", "model"], sort=False):
         metric_cols = list(dict.fromkeys(zip(grp.metric, grp.output, strict=True)))
-        head = "".join(
-            f"<th>{html.escape(m)}{'' if o == 'score' else '.' + html.escape(o)}<br>"
-            f"<small>{'↑' if grp[(grp.metric == m) & (grp.output == o)].higher_is_better.iloc[0] else '↓'}</small></th>"
-            for m, o in metric_cols
-        )
+
+        def th(m: str, o: str, grp=grp) -> str:
+            key = m if o == "score" else f"{m}.{o}"
+            up = grp[(grp.metric == m) & (grp.output == o)].higher_is_better.iloc[0]
+            label = html.escape(metric_label(m, o))
+            return f"<th title='{html.escape(key)}'>{label}<br><small>{'↑' if up else '↓'}</small></th>"
+
+        head = "".join(th(m, o) for m, o in metric_cols)
         body = []
         for e, eg in grp.groupby("explainer", sort=False):
             tds = []
@@ -322,7 +387,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         sec.rows.extend(_heatmap_rows(run_dir, frame, ds, model))
         sections.append(sec)
     marker = summary[summary.metric.str.endswith("[marker]") & (summary.output == "score")]
-    intro = "Study run " + html.escape(str(run_dir)) + "."
+    intro = _metadata(run_dir) + HOW_TO_READ
     if not marker.empty:
         items = "; ".join(f"{html.escape(r.explainer)} {r['mean']:.3f}" for _, r in marker.iterrows())
         intro += (
