@@ -323,3 +323,18 @@ def test_report_reads_for_a_newcomer(tiny_run, tmp_path):
     )
     assert metric_label("relevance_mass[marker]", "score") == "relevance mass in the mask (share) [marker]"
     assert metric_label("unknown_metric", "x") == "unknown_metric.x"
+
+
+def test_mean_curve_band_by_hand():
+    from vitlens.report.study import mean_curve_band
+
+    curves = np.array([[1.0, 0.5, 0.0], [0.8, 0.3, np.nan], [0.6, 0.1, 0.2]])
+    mean, lo, hi = mean_curve_band(curves)
+    np.testing.assert_allclose(mean, [0.8, 0.3, 0.1])
+    # step 0: s = 0.2, n = 3 -> half-width 1.96 * 0.2 / sqrt(3); step 2: two images, s = sqrt(0.02)
+    np.testing.assert_allclose(
+        hi - mean, [1.96 * 0.2 / np.sqrt(3), 1.96 * 0.2 / np.sqrt(3), 1.96 * np.sqrt(0.02) / np.sqrt(2)]
+    )
+    np.testing.assert_allclose(mean - lo, hi - mean)
+    one = mean_curve_band(np.array([[0.5, 0.4]]))
+    np.testing.assert_allclose(one[1], one[2])  # one image: no band

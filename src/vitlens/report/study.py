@@ -228,6 +228,18 @@ def _latex(summary) -> str:
     return "\n".join(parts)
 
 
+def mean_curve_band(curves: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean of ``[n_images, n_steps]`` curves per step (NaN ignored) and its normal-approximation 95% confidence
+    band ``mean ± z·s/√n`` (``s`` the sample standard deviation at that step; no band from fewer than 2 images)."""
+    c = np.asarray(curves, dtype=float)
+    n = np.isfinite(c).sum(axis=0)
+    mean = np.nanmean(c, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.nanstd(c, axis=0, ddof=1) if c.shape[0] > 1 else np.full(c.shape[1], np.nan)
+        half = np.where(n > 1, z * sd / np.sqrt(n), 0.0)
+    return mean, mean - half, mean + half
+
+
 def _curve_figure(frame, metric_name: str) -> np.ndarray | None:
     import matplotlib
 
@@ -244,10 +256,12 @@ def _curve_figure(frame, metric_name: str) -> np.ndarray | None:
         if not len(curves):
             continue
         x = np.linspace(0, 1, curves.shape[1])
-        ax.plot(x, np.nanmean(curves, axis=0), label=e, lw=1.2)
+        mean, lo, hi = mean_curve_band(curves)
+        (line,) = ax.plot(x, mean, label=e, lw=1.2)
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
     ax.set_xlabel("fraction of patches " + ("removed" if metric_name == "deletion" else "revealed"))
     ax.set_ylabel("target-class probability")
-    ax.set_title(metric_name, fontsize=9)
+    ax.set_title(f"{metric_name} (mean, 95% CI band)", fontsize=9)
     ax.legend(fontsize=6)
     fig.tight_layout()
     buf = io.BytesIO()
