@@ -16,9 +16,9 @@ import vitlens
 import vitlens.training.loop as loop
 from vitlens.cli import main
 from vitlens.files import atomic_write_text
-from vitlens.training import TrainConfig, get_recipe, train
+from vitlens.training import get_recipe, train
 
-TINY = {"img_size": 112, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+from .test_train import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -184,18 +184,7 @@ def test_atomic_writes_sync_the_data_and_the_directory(tmp_path, monkeypatch):
 
 
 def _tiny(**kw):
-    base = dict(
-        model="vit_small_patch16_224",
-        model_kwargs=TINY,
-        data="builtin:cells",
-        epochs=1,
-        samples_per_epoch=16,
-        batch_size=16,
-        val_size=16,
-        test_size=16,
-        patience=0,
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_config(epochs=1, samples_per_epoch=16, **kw)
 
 
 def test_a_killed_training_run_never_leaves_new_weights_beside_an_old_card(tmp_path, monkeypatch):

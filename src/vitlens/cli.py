@@ -7,7 +7,6 @@ A :class:`~vitlens.errors.VitlensError` prints one line ``vitlens: error: ...`` 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -74,8 +73,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         pretrained=args.pretrained,
     )
-    summary = json.loads((Path(args.out) / "summary.json").read_text())
-    if summary.get("random_weights"):
+    if records and records[0]["weights"] == "random":
         print(
             f"vitlens: warning: {args.model} has RANDOM weights (no --checkpoint, no --pretrained): the maps explain "
             "an untrained network",

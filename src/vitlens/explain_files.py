@@ -118,6 +118,7 @@ def explain_files(
                     "targets": {label: int(res.target[i]) for label, res in results.items()},
                     "methods": {label: e.params() | {"name": e.name} for label, e in explainers.items()},
                     "input": read[i][1],
+                    "weights": model.weights,
                 }
             )
     info = {
