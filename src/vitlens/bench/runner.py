@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..devices import PRECISIONS, is_out_of_memory, peak_memory, reset_peak_memory
+from ..devices import check_precision, is_out_of_memory, peak_memory, reset_peak_memory
 from ..errors import ExplainerError, InputWarning
 from ..explainers import get_explainer
 from ..files import atomic_write_json, atomic_write_text
@@ -205,9 +205,7 @@ def run_study(
     if precision is not None:
         import dataclasses
 
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-        cfg = dataclasses.replace(cfg, precision=precision)
+        cfg = dataclasses.replace(cfg, precision=check_precision(precision))
     run_dir = Path(run_dir)
     with join(device if device is not None else cfg.device) as workers:
         lock, problem = None, None
